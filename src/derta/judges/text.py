@@ -103,8 +103,10 @@ _ADVERB = r"(?:typically|usually|often|generally|commonly|simply|just|then|first
 _MODAL = rf"{_SUBJECT}\s+(?:{_ADVERB}\s+)?(?:can|could|would|will|should|might|may|need to|have to|must|will need to)\s+"
 _WAY = (
     r"(?:(?:one|another|a good|a simple|the best|the easiest|the simplest|the first|the second|the next|the last|an?)\s+)?"
-    r"(?:way|option|method|trick|approach|idea|step|thing to do)s?\s+(?:is|are|would be|could be)\s+(?:to\s+)?"
+    r"(?:way|option|method|trick|approach|idea|step|thing to do)s?\s+(?:(?:to|of|for)\s+[^.!?,;:]{1,60}?\s+)?"
+    r"(?:is|are|would be|could be)\s+(?:to\s+|by\s+)?"
     r"|another (?:one )?is (?:to )?"
+    r"|(?:this|that|it) (?:can|could|may|might|would) (?:also )?be (?:done|achieved|accomplished) (?:by|through|with|using) "
 )
 _LIST_MARK = re.compile(r"^\s*(?:(?:step\s*)?\d{1,2}\s*[.):]|step\s*\d{1,2}\s*[-–]|[-*•+]|\(?[a-hA-H]\))\s+", re.I)
 _INLINE_MARK = re.compile(r"(?:(?<=\s)|^)(?:step\s*\d{1,2}\s*[:.)\-–]|\d{1,2}[.)])\s+", re.I)
