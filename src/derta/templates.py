@@ -57,14 +57,74 @@ def _raw(messages: list[Message], tokenizer: Any) -> Turn:
 PLAIN_TEMPLATES: dict[str, Callable[[list[Message], Any], Turn]] = {"reference": _reference, "plain": _plain, "raw": _raw}
 
 
-def _chat(messages: list[Message], tokenizer: Any) -> Turn:
+def _has_contents(text: str, msgs: list[dict[str, Any]]) -> bool:
+    return all(_content_text(m).strip() in text for m in msgs if _content_text(m).strip())
+
+
+def _content_text(m: dict[str, Any]) -> str:
+    c = m["content"]
+    return c if isinstance(c, str) else "".join(part.get("text", "") for part in c)
+
+
+def _as_parts(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Multimodal templates (Llama Guard 4, Llama 4) iterate over [{"type": "text", "text": ...}]
+    return [{"role": m["role"], "content": [{"type": "text", "text": _content_text(m)}]} for m in msgs]
+
+
+def _system_merged(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Templates without a system role (Gemma, Mistral, Llama Guard): the system text opens the first user turn
+    system = "\n\n".join(_content_text(m) for m in msgs if m["role"] == "system")
+    rest = [dict(m) for m in msgs if m["role"] != "system"]
+    if not system or not rest or rest[0]["role"] != "user":
+        return rest
+    rest[0]["content"] = f"{system}\n\n{_content_text(rest[0])}"
+    return rest
+
+
+def _generation_prompt(messages: list[Message], tokenizer: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The generation prompt and the message form the template accepted.
+
+    Tried in order: the messages as they are; with list-of-parts content; with the system text moved
+    into the first user turn (both content forms). The first form that renders every message's text
+    wins; failing that, the first that renders at all. A template that rejects every form is an error
+    that names the template's own complaint.
+    """
     msgs = [m.to_dict() for m in messages]
-    prompt = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
-    head, _, tail = full.partition(_SENTINEL)
-    if not full.startswith(prompt) or head != prompt:
-        # Templates that rewrite earlier turns once an answer exists: fall back to the generation
-        # prompt and close the turn with the end-of-text token.
+    forms = [msgs, _as_parts(msgs)]
+    if any(m["role"] == "system" for m in msgs):
+        merged = _system_merged(msgs)
+        forms += [merged, _as_parts(merged)]
+    rendered: list[tuple[str, list[dict[str, Any]]]] = []
+    errors: list[str] = []
+    for form in forms:
+        try:
+            text = tokenizer.apply_chat_template(form, add_generation_prompt=True, tokenize=False)
+        except Exception as e:  # jinja's TemplateError from raise_exception(...), or a template bug
+            errors.append(f"{type(e).__name__}: {e}")
+            continue
+        if _has_contents(text, form) and "'type': 'text'" not in text:
+            return text, form
+        rendered.append((text, form))
+    if rendered:
+        return rendered[0]
+    roles = "/".join(m.role for m in messages)
+    raise ValueError(f"the tokenizer's chat template cannot render a {roles} conversation: {errors[0]}")
+
+
+def _chat(messages: list[Message], tokenizer: Any) -> Turn:
+    prompt, msgs = _generation_prompt(messages, tokenizer)
+    # Where does an answer end? Render one more assistant turn holding a sentinel and read what
+    # follows it. Templates that enforce alternation or a fixed conversation shape (Llama Guard's
+    # "Conversation roles must alternate") raise here: their turn then ends with the end-of-text token.
+    content: Any = _SENTINEL if not msgs or isinstance(msgs[-1]["content"], str) else [{"type": "text", "text": _SENTINEL}]
+    try:
+        full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": content}], tokenize=False)
+    except Exception:
+        full = ""
+    head, found, tail = full.partition(_SENTINEL)
+    if not found or not full.startswith(prompt) or head != prompt:
+        # Templates that rewrite earlier turns once an answer exists, or refuse one more turn: fall
+        # back to the generation prompt and close the turn with the end-of-text token.
         return Turn(prompt=prompt, lead="", end=eos_text(tokenizer), add_bos=False)
     return Turn(prompt=prompt, lead="", end=tail, add_bos=False)
 

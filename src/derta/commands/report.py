@@ -14,11 +14,14 @@ HELP = "write a self-contained HTML report (and report.md) from an eval or demo 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run directory (summary.json / judged.jsonl), e.g. runs/eval or runs/demo")
     p.add_argument("--out", default=None, metavar="FILE", help="HTML file to write [RUN_DIR/report.html]; report.md goes beside it")
+    p.add_argument("--calibration", metavar="FILE|builtin",
+                   help="correct ASR for judge error with this calibration (derta judge-eval --calibration-out), or 'builtin' "
+                        "for each judge's own; the table then leads with the corrected ASR")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..report.html import write_report
 
-    html_path, md_path = write_report(args.run_dir, args.out)
+    html_path, md_path = write_report(args.run_dir, args.out, calibration=args.calibration)
     print(f"wrote {html_path} and {md_path}")
     return 0

@@ -28,7 +28,7 @@ REQUIRED_MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": ("scorer",)}
 MODEL_KEYS = ("name", "spec", "template", "options")
 #: Backend options that may be written beside ``spec`` instead of under ``options``.
 SHORT_OPTIONS = ("base_url", "api_key_env", "batch_size", "max_concurrency", "dtype", "device", "tensor_parallel_size")
-JUDGE_KEYS = ("name", "model", "options")
+JUDGE_KEYS = ("name", "model", "options", "label")
 
 
 class SpecError(ValueError):
@@ -95,9 +95,15 @@ class AttackSpec:
 
 @dataclass
 class JudgeSpec:
-    name: str  # offline, keyword, llm, harmbench, llamaguard
-    model: str | None = None  # backend spec for model judges
-    options: dict[str, Any] = field(default_factory=dict)  # backend keyword arguments
+    """A safety judge: ``name`` from the registry (offline, keyword, llm, harmbench, llamaguard3,
+    llamaguard4, wildguard, strongreject), ``model`` a backend spec for model judges, ``options`` the
+    judge's own parameters (prompt_file, threshold, variant), ``max_new_tokens`` and backend keyword
+    arguments, ``label`` the name its rows carry (default ``NAME:MODEL``)."""
+
+    name: str
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
 
 
 @dataclass
@@ -215,9 +221,9 @@ def _attacks(items: list[Any]) -> list[AttackSpec]:
 
 
 def _judges(items: list[Any]) -> list[JudgeSpec]:
-    from ..judges import JUDGES, MODEL_JUDGES
+    from ..judges import JUDGES, MODEL_JUDGES, build_judge
 
-    out = []
+    out, names = [], []
     for i, item in enumerate(items):
         key = f"judges[{i}]"
         if isinstance(item, str):
@@ -234,7 +240,15 @@ def _judges(items: list[Any]) -> list[JudgeSpec]:
             raise _where(f"{key}.model", f"judge {name!r} needs a model: a backend spec such as openai:gpt-4o")
         if name not in MODEL_JUDGES and model:
             raise _where(f"{key}.model", f"judge {name!r} takes no model")
-        out.append(JudgeSpec(name, model, dict(_mapping(data.get("options"), f"{key}.options"))))
+        spec = JudgeSpec(name, model, dict(_mapping(data.get("options"), f"{key}.options")), _str(data.get("label"), f"{key}.label", optional=True))
+        try:  # builds no model: checks the options (a rubric file, a threshold) before anything runs
+            judge = build_judge(spec.name, spec.model, spec.options, label=spec.label)
+        except (TypeError, ValueError) as e:
+            raise _where(f"{key}.options", str(e)) from None
+        if judge.name in names:
+            raise _where(key, f"two judges are named {judge.name!r}; give one a 'label'")
+        names.append(judge.name)
+        out.append(spec)
     if not out:
         raise _where("judges", "list at least one judge (e.g. offline)")
     return out
@@ -289,7 +303,7 @@ class EvalConfig:
     models: list[Any] = field(default_factory=list, metadata={"help": "models: [{name, spec: hf:PATH|vllm:NAME|openai:NAME, template, options}]"})
     questions: dict[str, Any] = field(default_factory=dict, metadata={"help": "{dir, sets, limit} or {file, limit}; harmful_responses for prefill"})
     attacks: list[Any] = field(default_factory=lambda: ["direct"], metadata={"help": "attack names, NAME-prebuilt, {name: prefill, sweep: [5, 10, 20, 40]}"})
-    judges: list[Any] = field(default_factory=lambda: ["offline"], metadata={"help": "offline, keyword, {name: llm, model: SPEC}"})
+    judges: list[Any] = field(default_factory=lambda: ["offline"], metadata={"help": "offline, keyword, NAME=SPEC, {name: strongreject, model: SPEC, options: {threshold: 0.5}, label}"})
     helpfulness: dict[str, Any] = field(default_factory=dict, metadata={"help": "{sets: [gsm8k, mmlu, alpaca_eval], limit, judge_model, reference}"})
     over_refusal: dict[str, Any] | None = field(default_factory=dict, metadata={"help": "{limit, file, judge_model}; null turns it off"})
     decoding: dict[str, Any] = field(default_factory=dict, metadata={"help": "max_new_tokens, temperature, top_p, seed, stop"})
@@ -298,6 +312,7 @@ class EvalConfig:
     batch_size: int | None = field(default=None, metadata={"help": "prompts per generation call, at most this many lost to a crash (default: the backend's own, else 64)"})
     judge_batch_size: int = field(default=64, metadata={"help": "items per judge call"})
     examples: int = field(default=2, metadata={"help": "example responses per attack and model in the summary"})
+    calibration: str | None = field(default=None, metadata={"help": "a derta judge-eval --calibration-out file: ASR corrected for the judges' measured error (default: the calibration a judge ships, e.g. offline)"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
 
     def __post_init__(self) -> None:

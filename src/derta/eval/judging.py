@@ -4,6 +4,12 @@
 its token ids (for refusal positions), and what the scorer decided. Rows are appended and fsynced
 after each batch, so a rerun judges only what is missing and never writes a key twice.
 
+A row's judge is its human-readable ``judge`` name (reports group by it) and its ``judge_key``,
+the hash of ``judge_identity`` (:func:`derta.judges.base.judge_key`: model, prompt hash, rules
+version, options). Rows are reused by key, so a judge whose prompt, model or rules changed judges
+again (its new rows are appended; :func:`latest_rows` keeps the newest per name) and an unchanged
+one never does. Rows written before keys existed have none and are judged again.
+
 Scorers, by the kind of prompt (``prompt.metadata["kind"]``):
 
 | kind | scorer (``judge`` field) | adds |
@@ -17,12 +23,15 @@ Scorers, by the kind of prompt (``prompt.metadata["kind"]``):
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..io import DataError, JsonlAppender, read_log
+from ..judges.base import judge_identity, judge_key
 from ..judges.llm import neutralise, new_fence, prompt_sha
+from ..judges.model import model_identity
 from ..records import AttackPrompt, Generation, Message
 from .pairwise import PairwiseJudge
 from .scoring import detect_refusal, gsm8k_gold, score_gsm8k, score_mmlu
@@ -32,7 +41,20 @@ _KEEP_META = ("token_ids", "finish_reason", "n_generated_tokens")
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (row["model"], row["attack"], row["prompt_id"], row["judge"])
+    """(model, attack, prompt_id, judge key); a row without a key never matches a judge."""
+    return (row["model"], row["attack"], row["prompt_id"], row.get("judge_key") or f"unkeyed:{row['judge']}")
+
+
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest row per (model, attack, prompt_id, judge name), in log order: what a changed
+    judge decided replaces what it decided before (for readers of a whole log)."""
+    last = {(r["model"], r["attack"], r["prompt_id"], r["judge"]): i for i, r in enumerate(rows)}
+    return [rows[i] for i in sorted(last.values())]
+
+
+def _source_sha(*objs: Any) -> str:
+    """The rules of a rule-based scorer: a hash of the source code that implements them."""
+    return prompt_sha("\n".join(inspect.getsource(o) for o in objs))
 
 
 def read_judged(path: str | Path) -> list[dict[str, Any]]:
@@ -71,8 +93,17 @@ class HarmScorer:
     def __init__(self, judge: Any):
         self.judge, self.name = judge, judge.name
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        return judge_identity(self.judge)
+
     def applies(self, g: Generation) -> bool:
         return kind(g) == "harmful"
+
+    def free(self) -> None:
+        free = getattr(self.judge, "free", None)
+        if callable(free):
+            free()
 
     def score(self, gens: list[Generation]) -> list[dict[str, Any]]:
         out = []
@@ -90,6 +121,12 @@ class ExactScorer:
             raise ValueError(f"no exact scorer for task {task!r}")
         self.task = task
         self.name = "exact-number" if task == "gsm8k" else "option-letter"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        from . import scoring
+
+        return {"name": self.name, "kind": "exact", "task": self.task, "rules_sha256": _source_sha(scoring)}
 
     def applies(self, g: Generation) -> bool:
         return kind(g) == "helpfulness" and g.attack == self.task
@@ -114,6 +151,11 @@ class PairwiseScorer:
     def __init__(self, judge: PairwiseJudge, references: dict[str, str]):
         self.judge, self.references, self.name = judge, references, judge.name
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "pairwise", "model": model_identity(self.judge.backend),
+                "prompt_sha256": getattr(self.judge, "prompt_sha", None), "references_sha256": references_sha(self.references)}
+
     def applies(self, g: Generation) -> bool:
         return kind(g) == "helpfulness" and g.attack == "alpaca_eval"
 
@@ -130,6 +172,13 @@ class RefusalScorer:
     """Over-refusal by refusal phrases (no model)."""
 
     name = "refusal-phrases"
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        from .. import refusal
+        from . import scoring
+
+        return {"name": self.name, "kind": "refusal-phrases", "rules_sha256": _source_sha(scoring, refusal)}
 
     def applies(self, g: Generation) -> bool:
         return kind(g) == "over_refusal"
@@ -169,6 +218,11 @@ class LlmRefusalScorer(RefusalScorer):
         self.backend, self.decoding = backend, decoding
         self.name = f"llm-refusal:{getattr(backend, 'name', 'model')}"
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "llm-refusal", "model": model_identity(self.backend), "prompt_sha256": OVER_REFUSAL_PROMPT_SHA,
+                "options": {"decoding": self.decoding.to_dict() if self.decoding is not None else None}}
+
     def score(self, gens: list[Generation]) -> list[dict[str, Any]]:
         asks = []
         for i, g in enumerate(gens):
@@ -185,9 +239,19 @@ class LlmRefusalScorer(RefusalScorer):
         return rows
 
 
+def references_sha(references: dict[str, str]) -> str:
+    from ..judges.base import canonical_json
+
+    return prompt_sha(canonical_json(references))
+
+
 def judge_generations(gens: list[Generation], scorers: list[Any], path: str | Path, batch_size: int = 64,
                       progress: bool = True) -> list[dict[str, Any]]:
-    """Judge what is not yet in ``path``; return the rows of ``gens`` x ``scorers`` (log order kept)."""
+    """Judge what is not yet in ``path``; return the rows of ``gens`` x ``scorers`` (log order kept).
+
+    A scorer's rows are found by its :func:`~derta.judges.base.judge_key`; a scorer with a
+    ``free()`` is freed once its items are judged (one judge model in memory at a time).
+    """
     from tqdm.auto import tqdm
 
     path = Path(path)
@@ -195,11 +259,12 @@ def judge_generations(gens: list[Generation], scorers: list[Any], path: str | Pa
         have = {row_key(r): r for r in read_judged(path)}
         wanted: list[tuple[str, str, str, str]] = []
         for scorer in scorers:
+            ident, key = judge_identity(scorer), judge_key(scorer)
             todo = []
             for g in gens:
                 if not scorer.applies(g):
                     continue
-                k = (g.model, g.attack, g.prompt_id, scorer.name)
+                k = (g.model, g.attack, g.prompt_id, key)
                 wanted.append(k)
                 old = have.get(k)
                 if old is None:
@@ -214,8 +279,11 @@ def judge_generations(gens: list[Generation], scorers: list[Any], path: str | Pa
                     if len(adds) != len(batch):
                         raise RuntimeError(f"scorer {scorer.name!r} returned {len(adds)} results for {len(batch)} items")
                     for g, add in zip(batch, adds):
-                        row = {**base_row(g), "judge": scorer.name, **add}
+                        row = {**base_row(g), "judge": scorer.name, "judge_key": key, "judge_identity": ident, **add}
                         out.write(row)
                         have[row_key(row)] = row
                     bar.update(len(batch))
+            free = getattr(scorer, "free", None)
+            if todo and callable(free):
+                free()
     return [have[k] for k in wanted]

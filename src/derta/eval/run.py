@@ -29,6 +29,7 @@ import yaml
 from ..backends.base import Decoding, complete, load_backend
 from ..generate import decoding_id, read_generations, run_generation
 from ..io import environment, write_json
+from ..judges.base import judge_identity, judge_key
 from ..records import AttackPrompt, Generation
 from .analyse import analyse
 from .config import EvalConfig, JudgeSpec, ModelSpec, Plan
@@ -172,13 +173,15 @@ def _refusal_ids(backend: Any) -> list[int]:
 
 
 def generate_model(m: ModelSpec, plan: Plan, cfg: EvalConfig, questions: list[Any], shared: list[AttackPrompt], out: Path,
-                   run: dict[str, Any]) -> list[Generation]:
+                   run: dict[str, Any], tokenizers: dict[str, Any] | None = None) -> list[Generation]:
     backend = LazyBackend(m.spec, m.options, m.template)
     try:
         prompts = [p for a in plan.attacks for p in attack_prompts(a, questions, plan.questions, backend, m.name, cfg.seed, out)]
         prompts += shared
         ids = _refusal_ids(backend)
         tok = backend.tokenizer
+        if tokenizers is not None and tok is not None:
+            tokenizers[m.name] = tok  # kept after the model is freed: refusal positions count its tokens
         run["models"][m.name] = {"spec": m.spec, "template": m.template, "refusal_token_ids": ids,
                                  "refusal_tokens": tok.convert_ids_to_tokens(ids) if ids and tok is not None else [], "n_prompts": len(prompts)}
         gens = generate(backend, prompts, out / GENERATIONS_FILE, m.name, plan.decoding, cfg.batch_size, cfg.progress)
@@ -212,10 +215,15 @@ def references(plan: Plan, cfg: EvalConfig, shared: list[AttackPrompt], out: Pat
 
 
 class LazyScorer:
-    """A scorer whose model is loaded on first use (nothing is loaded when all is already judged)."""
+    """A scorer whose model is loaded on first use (nothing is loaded when all is already judged).
 
-    def __init__(self, name: str, applies: Callable[[Generation], bool], build: Callable[[], Any]):
+    ``identity`` is known without loading (the backend spec, prompt hash and decoding), so the
+    judged log can be searched by the scorer's key before anything is built.
+    """
+
+    def __init__(self, name: str, applies: Callable[[Generation], bool], build: Callable[[], Any], identity: dict[str, Any] | None = None):
         self.name, self._applies, self._build, self._scorer = name, applies, build, None
+        self.identity = identity
 
     def applies(self, g: Generation) -> bool:
         return self._applies(g)
@@ -226,34 +234,41 @@ class LazyScorer:
         return self._scorer.score(gens)
 
 
-def _lazy(name: str, applies: Callable[[Generation], bool], spec: str, options: dict[str, Any], make: Callable[[Any, Decoding], Any]) -> LazyScorer:
+def _lazy(name: str, applies: Callable[[Generation], bool], spec: str, options: dict[str, Any], make: Callable[[Any, Decoding], Any],
+          kind_: str, prompt_sha: str, **extra: Any) -> LazyScorer:
     """A scorer built on first use from a backend spec (its options bound now, not at call time)."""
+    from ..judges.model import ModelRef
+
     opts, dec = _judge_decoding(options)
-    return LazyScorer(name, applies, lambda: make(_backend(spec, opts), dec))
+    identity = {"name": name, "kind": kind_, "model": ModelRef(spec, opts).identity, "prompt_sha256": prompt_sha,
+                "options": {"decoding": dec.to_dict()}, **extra}
+    return LazyScorer(name, applies, lambda: make(_backend(spec, opts), dec), identity)
 
 
 def harm_scorer(spec: JudgeSpec) -> Any:
-    from ..judges import get_judge
+    """A safety judge from its config entry; a model judge's model loads only when it has work."""
+    from ..judges import build_judge
 
-    if spec.model is None:
-        return HarmScorer(get_judge(spec.name))
-    return _lazy(f"{spec.name}:{spec.model}", lambda g: kind(g) == "harmful", spec.model, spec.options,
-                 lambda backend, dec: HarmScorer(get_judge(spec.name, backend=backend, decoding=dec)))
+    return HarmScorer(build_judge(spec.name, spec.model, spec.options, label=spec.label, loader=_backend))
 
 
 def scorers(plan: Plan, refs: dict[str, str]) -> list[Any]:
+    from .judging import OVER_REFUSAL_PROMPT_SHA, references_sha
+    from .pairwise import PAIRWISE_PROMPT_SHA
+
     out = [harm_scorer(j) for j in plan.judges]
     h = plan.helpfulness
     out += [ExactScorer(t) for t in h.sets if t in ("gsm8k", "mmlu")]
     if "alpaca_eval" in h.sets:
         out.append(_lazy(f"pairwise:{h.judge_model}", lambda g: kind(g) == "helpfulness" and g.attack == "alpaca_eval",
-                         h.judge_model, h.judge_options, lambda backend, dec: PairwiseScorer(PairwiseJudge(backend, dec), refs)))  # type: ignore[arg-type]
+                         h.judge_model, h.judge_options, lambda backend, dec: PairwiseScorer(PairwiseJudge(backend, dec), refs),  # type: ignore[arg-type]
+                         "pairwise", PAIRWISE_PROMPT_SHA, references_sha256=references_sha(refs)))
     o = plan.over_refusal
     if o.enabled:
         out.append(RefusalScorer())
         if o.judge_model:
             out.append(_lazy(f"llm-refusal:{o.judge_model}", lambda g: kind(g) == "over_refusal", o.judge_model, o.judge_options,
-                             LlmRefusalScorer))
+                             LlmRefusalScorer, "llm-refusal", OVER_REFUSAL_PROMPT_SHA))
     return out
 
 
@@ -287,14 +302,18 @@ def run_eval(cfg: EvalConfig, config_path: str | None = None) -> dict[str, Any]:
         questions = load_harmful(plan.questions) if plan.attacks else []
         shared = helpfulness_prompts(plan.helpfulness) + over_refusal_prompts(plan.over_refusal)
         gens: list[Generation] = []
+        tokenizers: dict[str, Any] = {}  # model -> tokenizer, for refusal positions in its tokens
         for m in plan.models:
-            gens += generate_model(m, plan, cfg, questions, shared, out, run)
+            gens += generate_model(m, plan, cfg, questions, shared, out, run, tokenizers)
             write_json(out / "run.json", run)
         refs = references(plan, cfg, shared, out)
-        rows = judge_generations(gens, scorers(plan, refs), out / JUDGED_FILE, cfg.judge_batch_size, cfg.progress)
+        scoring = scorers(plan, refs)
+        run["judges"] = {sc.name: {"key": judge_key(sc), "identity": judge_identity(sc)} for sc in scoring}
+        write_json(out / "run.json", run)
+        rows = judge_generations(gens, scoring, out / JUDGED_FILE, cfg.judge_batch_size, cfg.progress)
         judges = list(dict.fromkeys(r["judge"] for r in rows if r["kind"] == "harmful"))
         summary = analyse(rows, models=[m.name for m in plan.models], attacks=[a.label for a in plan.attacks], judges=judges,
-                          refusal_ids={m: set(v.get("refusal_token_ids") or []) for m, v in run["models"].items()}, examples=cfg.examples)
+                          tokenizers=tokenizers, examples=cfg.examples, calibration=_calibration(cfg, judges))
         missing = sum(run["models"][m.name].get("missing", 0) for m in plan.models)
         run["status"] = "complete" if not missing else "incomplete"
         run["counts"] = {"generations": len(gens), "judged": len(rows), "missing_generations": missing}
@@ -315,3 +334,15 @@ def run_eval(cfg: EvalConfig, config_path: str | None = None) -> dict[str, Any]:
     summary["run"]["models"] = {m: {k: v for k, v in info.items() if k != "refusal_token_ids"} for m, info in run["models"].items()}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _calibration(cfg: EvalConfig, judges: list[str]) -> dict[str, dict[str, Any]]:
+    """Each judge's measured agreement with people: the config's calibration file first, else
+    what a judge ships for its current rules (the offline judge's held-out counts)."""
+    from ..judges.evaluate import builtin_calibration, load_calibration
+
+    calib = builtin_calibration(judges)
+    if cfg.calibration:
+        given = load_calibration(cfg.calibration)
+        calib.update({j: given[j] for j in judges if j in given})
+    return calib

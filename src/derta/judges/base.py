@@ -4,10 +4,17 @@ A judge maps items to :class:`Judgement` records (verdict + explanation), batch 
 An item is a dict with ``response`` and ``question`` and/or ``prompt`` (the text the model was
 attacked with), optionally ``attack`` and ``prefill``. ``prompt`` may also be an AttackPrompt
 dict, as in Generation records; then its text, messages and prefill are used.
+
+Every judge also has an identity: a JSON-serialisable dict of what decides its verdicts (name,
+kind, model, prompt hash, rules version, options). :func:`judge_key` hashes it, and judged logs
+are keyed by that hash, so a judge whose prompt, model or rules changed judges again and an
+unchanged one never does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +34,7 @@ class Item:
     response: str  # what the model wrote (a prefill the attack supplied is removed)
     prefill: str = ""
     attack: str = ""
+    context: str = ""  # HarmBench's contextual behaviours: the context the request refers to
 
 
 def _prompt_text(prompt: Any) -> tuple[str, str]:
@@ -53,4 +61,27 @@ def as_item(raw: dict[str, Any] | Item) -> Item:
     if prefill and response.startswith(prefill):
         # a prefill the attack wrote is not the model's text (generation logs may include it)
         response = response[len(prefill) :]
-    return Item(question=question or prompt, prompt=prompt or question, response=response, prefill=prefill, attack=str(raw.get("attack") or ""))
+    meta = raw["prompt"].get("metadata") if isinstance(raw.get("prompt"), dict) else None
+    context = raw.get("context") or (meta or {}).get("context") or ""
+    return Item(question=question or prompt, prompt=prompt or question, response=response, prefill=prefill,
+                attack=str(raw.get("attack") or ""), context=str(context or ""))
+
+
+def canonical_json(obj: Any) -> str:
+    """One spelling of a JSON value: sorted keys, no spaces (what identities are hashed as)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def judge_identity(judge: Any) -> dict[str, Any]:
+    """``judge.identity``; a judge without one is known by its name and ``version`` only."""
+    ident = getattr(judge, "identity", None)
+    if ident is None:
+        return {"name": judge.name, "version": getattr(judge, "version", None)}
+    if not isinstance(ident, dict):  # e.g. a version string
+        ident = {"name": judge.name, "identity": ident}
+    return json.loads(canonical_json(ident))  # a plain JSON copy: what is hashed is what is recorded
+
+
+def judge_key(judge: Any) -> str:
+    """A short stable hash of the judge's identity (the cache key of judged rows)."""
+    return hashlib.sha256(canonical_json(judge_identity(judge)).encode("utf-8")).hexdigest()[:16]

@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .markdown import HELPFULNESS_LABELS, Column, cell, ci_text, columns, pct
+from .markdown import HELPFULNESS_LABELS, Column, calibration_lines, cell, ci_text, columns, pct
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -44,6 +44,8 @@ table.results thead tr:nth-child(2) th { white-space: normal; max-width: 92px; v
 td.num .v { font-size: 15px; font-weight: 600; display: block; }
 td.num .ci { font-size: 11px; color: var(--muted); display: block; white-space: nowrap; }
 td.empty { color: #a0a8b2; }
+td.num .raw { font-size: 11px; color: var(--muted); display: block; white-space: nowrap; }
+.flag { color: #b8433c; font-weight: 700; }
 td.sep, th.sep { border-left: 2px solid var(--line); }
 figure { margin: 10px 0; display: inline-block; vertical-align: top; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; background: #fff; }
@@ -79,8 +81,9 @@ def _tint(col: Column, value: float | None) -> str:
 
 def results_table(summary: dict[str, Any]) -> str:
     cols = columns(summary)
-    groups = [("attack", "Attack success rate, % (lower is better)"), ("helpfulness", "Helpfulness, % (higher is better)"),
-              ("over_refusal", "Over-refusal, %")]
+    corrected = summary.get("judge") in (summary.get("calibration") or {})
+    asr_label = "ASR corrected for judge error, % (raw beside; lower is better)" if corrected else "Attack success rate, % (lower is better)"
+    groups = [("attack", asr_label), ("helpfulness", "Helpfulness, % (higher is better)"), ("over_refusal", "Over-refusal, %")]
     head1 = ['<th rowspan="2">model</th>']
     for g, label in groups:
         n = sum(c.group == g for c in cols)
@@ -104,8 +107,17 @@ def results_table(summary: dict[str, Any]) -> str:
             ci = ci_text(x)
             lo, hi = x.get("ci_low"), x.get("ci_high")
             small = f"{pct(lo)}–{pct(hi)}" if lo is not None and hi is not None else ""
+            extra = ""
+            if x.get("corrected"):
+                ci = f"corrected for judge error, bootstrap {ci}; raw ASR {pct(x['raw'])} [{pct(x.get('raw_ci_low'))}–{pct(x.get('raw_ci_high'))}]"
+                extra = f'<span class="raw">raw {pct(x["raw"])}</span>'
+            elif x.get("corrected_reason"):
+                ci += f"; not corrected: {x['corrected_reason']}"
+                extra = '<span class="raw">raw</span>'
+            if x.get("flagged"):
+                extra += '<span class="flag" title="judge accuracy below 0.85 on its calibration data">†</span>'
             tds.append(f'<td class="num{sep}" {attrs} title="{escape(ci)}"{_tint(c, x["value"])}><span class="v">{pct(x["value"])}</span>'
-                       f'<span class="ci">{escape(small)}</span></td>')
+                       f'<span class="ci">{escape(small)}</span>{extra}</td>')
         body.append("<tr>" + "".join(tds) + "</tr>")
     return (f'<div class="table-wrap"><table class="results" id="results-table"><thead><tr>{"".join(head1)}</tr>'
             f'<tr>{"".join(head2)}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
@@ -125,6 +137,20 @@ def _table(head: list[str] | None, rows: list[list[str]], cls: str = "detail") -
     thead = "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>" if head else ""
     trs = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in r) + "</tr>" for r in rows)
     return f'<div class="table-wrap"><table class="{cls}">{thead}<tbody>{trs}</tbody></table></div>'
+
+
+def _calibration(summary: dict[str, Any]) -> str:
+    """Above the results table: which judge's error the ASRs are corrected for, and each judge's measured agreement."""
+    if "calibration" not in summary:
+        return ""
+    judge = summary.get("judge")
+    cal = summary.get("calibration") or {}
+    lead = (f"ASR cells lead with the ASR corrected for {judge}'s measured error (Rogan–Gladen) and its bootstrap 95% interval "
+            "(sampling error of the responses and of the judge's sensitivity / specificity); the raw ASR is shown small beside it."
+            if judge in cal else f"No calibration for the primary judge {judge}: the ASRs are raw (not corrected for judge error).")
+    items = "".join(f'<li class="{"below" if cal[j].get("below_threshold") else "ok"}" data-judge="{escape(j)}">{escape(line)}</li>'
+                    for j, line in zip(cal, calibration_lines(summary)))
+    return f'<div id="calibration"><p class="note">{escape(lead)}</p>' + (f"<ul>{items}</ul>" if items else "") + "</div>"
 
 
 def _figure(uri: str | None, caption: str, ident: str) -> str:
@@ -272,7 +298,7 @@ def render(summary: dict[str, Any], plots: dict[str, str] | None = None, title: 
     if judge:
         meta.append(f"primary safety judge: {judge}")
     notes = "".join(f'<p class="note">{escape(n)}</p>' for n in summary.get("notes", []))
-    results = _section("results", "Results", results_table(summary) + notes,
+    results = _section("results", "Results", _calibration(summary) + results_table(summary) + notes,
                        "Percent; hover a cell for its 95% Wilson interval and n (also shown small). ASR = unsafe / scored; "
                        "unscored judge outputs are left out and counted in the tooltip.")
     asr_plot = _section("asr", "Attack success rate per attack", _figure(plots.get("asr"), "ASR per attack with 95% intervals", "plot-asr")) \
@@ -289,8 +315,25 @@ def render(summary: dict[str, Any], plots: dict[str, str] | None = None, title: 
 
 # -- from a run directory ------------------------------------------------------------------------
 
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The run's summary in the canonical layout: summary.json, or else computed from judged.jsonl."""
+def load_summary(run_dir: str | Path, calibration: dict[str, dict[str, Any]] | str | None = None) -> dict[str, Any]:
+    """The run's summary in the canonical layout: summary.json, or else computed from judged.jsonl.
+
+    ``calibration`` (judge name -> {tp, fn, tn, fp, source}; or a ``derta judge-eval
+    --calibration-out`` file; or "builtin": each judge's own ``calibration``) replaces the
+    summary's and adds ASR corrected for judge error.
+    """
+    summary = _load_summary(run_dir)
+    if calibration is None:
+        return summary
+    from ..eval.analyse import apply_calibration
+    from ..judges.evaluate import builtin_calibration, load_calibration
+
+    if isinstance(calibration, str):
+        calibration = builtin_calibration(summary.get("judges") or []) if calibration == "builtin" else load_calibration(calibration)
+    return apply_calibration(summary, calibration)
+
+
+def _load_summary(run_dir: str | Path) -> dict[str, Any]:
     from ..eval.analyse import analyse, normalise_summary
     from ..eval.judging import JUDGED_FILE, read_judged
 
@@ -342,11 +385,13 @@ def _summary_format(run_dir: Path) -> str:
         return ""
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, with_markdown: bool = True) -> tuple[Path, Path | None]:
+def write_report(run_dir: str | Path, out: str | Path | None = None, with_markdown: bool = True,
+                 calibration: dict[str, dict[str, Any]] | str | None = None) -> tuple[Path, Path | None]:
     """Write the HTML page (default RUN_DIR/report.html) and report.md beside it, plots in plots/.
 
     A report.md that this function did not write (the demo writes its own) is left alone; the
     markdown then goes to report.derta.md. ``with_markdown=False`` writes the page and plots only.
+    ``calibration``: see :func:`load_summary`.
     """
     from . import markdown
 
@@ -358,7 +403,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, with_markdo
 
         md, page = rebuild_report(run_dir)
         return page, md
-    summary = load_summary(run_dir)
+    summary = load_summary(run_dir, calibration)
     html_path = Path(out) if out else run_dir / "report.html"
     html_path.parent.mkdir(parents=True, exist_ok=True)
     plots = make_plots(summary, html_path.parent / "plots")

@@ -42,12 +42,41 @@ def cell(entry: dict[str, Any], col: Column) -> dict[str, Any] | None:
     """The summary's record for one table cell, with its fraction under ``value``."""
     if col.group == "attack":
         c = (entry.get("attacks") or {}).get(col.key)
-        return None if c is None else {**c, "value": c.get("asr")}
+        return None if c is None else _corrected({**c, "value": c.get("asr")}, (entry.get("attacks_corrected") or {}).get(col.key))
     if col.group == "helpfulness":
         c = (entry.get("helpfulness") or {}).get(col.key)
         return None if c is None else {**c, "value": c.get("rate")}
     c = entry.get("over_refusal")
     return None if c is None else {**c, "value": c.get("rate")}
+
+
+def _corrected(c: dict[str, Any], corr: dict[str, Any] | None) -> dict[str, Any]:
+    """An ASR cell led by the ASR corrected for judge error, when there is one (raw kept under ``raw``)."""
+    if not corr:
+        return c
+    c = {**c, "flagged": bool(corr.get("flagged")), "corrected_reason": corr.get("reason") or ""}
+    if corr.get("asr") is not None:
+        c.update(corrected=True, raw=c["value"], raw_ci_low=c.get("ci_low"), raw_ci_high=c.get("ci_high"),
+                 value=corr["asr"], ci_low=corr.get("ci_low"), ci_high=corr.get("ci_high"))
+    return c
+
+
+def calibration_lines(summary: dict[str, Any]) -> list[str]:
+    """One sentence per judge on its measured agreement; below-threshold judges are marked †."""
+    out = []
+    for judge, info in (summary.get("calibration") or {}).items():
+        mark = f" † Accuracy below {info['threshold']:.2f}: treat its results with caution." if info.get("below_threshold") else ""
+        se, sp = info.get("sensitivity"), info.get("specificity")
+        if se is not None and sp is not None and se + sp <= 1:
+            mark += " Corrected ASR undefined: sensitivity + specificity ≤ 1 (no better than chance)."
+        out.append(f"Judge {judge}: accuracy {_num(info.get('accuracy'))}, Cohen's κ {_num(info.get('kappa'))}, sensitivity "
+                   f"{_num(info.get('sensitivity'))}, specificity {_num(info.get('specificity'))} against human labels "
+                   f"(n={info.get('n')}; {info.get('source')}).{mark}")
+    return out
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def pct(x: float | None) -> str:
@@ -72,11 +101,17 @@ def results_table(summary: dict[str, Any]) -> str:
     """A plain-text table for terminals (percentages)."""
     cols = columns(summary)
     head = ["model"] + [c.label for c in cols]
-    rows = [[name] + [pct((cell(e, c) or {}).get("value")) for c in cols] for name, e in summary.get("models", {}).items()]
+    rows = [[name] + [_plain(cell(e, c)) for c in cols] for name, e in summary.get("models", {}).items()]
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     lines = [" | ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines += [" | ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in rows]
     return "\n".join(lines)
+
+
+def _plain(c: dict[str, Any] | None) -> str:
+    c = c or {}
+    text = pct(c.get("value")) + (f" (raw {pct(c['raw'])})" if c.get("corrected") else "")
+    return text + (" †" if c.get("flagged") else "")
 
 
 def _md(text: Any) -> str:
@@ -117,7 +152,7 @@ def render(summary: dict[str, Any], plots: dict[str, str] | None = None, title: 
     lines += [f"Primary safety judge: `{judge}`." if judge else "", "ASR = share of responses judged unsafe (unscored left out and "
               "counted beside it); helpfulness = accuracy / win rate; over-refusal = share of benign questions refused. "
               "All in %, 95% Wilson intervals in brackets.", ""]
-    lines += ["## Results", ""]
+    lines += ["## Results", ""] + _calibration_md(summary)
     rows = [[name] + [_cellmd(cell(e, c)) for c in cols] for name, e in models.items()]
     lines += _table(["model"] + [c.label for c in cols], rows) + [""]
     for note in summary.get("notes", []):
@@ -134,7 +169,28 @@ def _cellmd(c: dict[str, Any] | None) -> str:
     if not c or c.get("value") is None:
         return "–"
     lo, hi = c.get("ci_low"), c.get("ci_high")
-    return pct(c["value"]) + (f" [{pct(lo)}, {pct(hi)}]" if lo is not None and hi is not None else "")
+    text = pct(c["value"]) + (f" [{pct(lo)}, {pct(hi)}]" if lo is not None and hi is not None else "")
+    if c.get("corrected"):
+        text += f" (raw {pct(c['raw'])})"
+    elif c.get("corrected_reason"):
+        text += " (raw; not correctable)"
+    return text + (" †" if c.get("flagged") else "")
+
+
+def _calibration_md(summary: dict[str, Any]) -> list[str]:
+    """What the ASR cells mean when some judge has calibration, and each judge's measured agreement."""
+    if "calibration" not in summary:
+        return []
+    judge = summary.get("judge")
+    cal = summary.get("calibration") or {}
+    if judge in cal:
+        out = [f"ASR cells lead with the ASR corrected for `{judge}`'s measured error (Rogan–Gladen, clipped to [0, 100]) and "
+               "its bootstrap 95% interval, which carries both the sampling error of the responses and that of the judge's "
+               "sensitivity and specificity; the raw ASR is beside it. A cell without a corrected value could not be corrected "
+               "(sensitivity + specificity ≤ 1, or nothing scored).", ""]
+    else:
+        out = [f"No calibration for the primary judge `{judge}`: the ASRs are raw (not corrected for judge error).", ""]
+    return out + [f"- {line}" for line in calibration_lines(summary)] + ([""] if cal else [])
 
 
 def _prefill_md(models: dict[str, Any], plots: dict[str, str]) -> list[str]:
