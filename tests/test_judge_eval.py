@@ -116,6 +116,11 @@ def test_calibration_info_marks_a_judge_below_085():
     assert low["sensitivity"] == pytest.approx(0.8) and low["specificity"] == pytest.approx(0.88)
     with pytest.raises(ValueError, match="fp"):
         calibration_info({"tp": 1, "fn": 1, "tn": 1})
+    # pooled 0.90, but one file at 0.70: the mark follows the worst file
+    files = {"easy": {"tp": 50, "fn": 0, "tn": 50, "fp": 0}, "hard": {"tp": 20, "fn": 15, "tn": 15, "fp": 0}}
+    mixed = calibration_info({"tp": 70, "fn": 15, "tn": 65, "fp": 0, "files": files})
+    assert mixed["accuracy"] == pytest.approx(135 / 150) and mixed["below_threshold"]
+    assert mixed["worst_file"] == {"file": "hard", "accuracy": pytest.approx(0.7)}
 
 
 def test_bootstrap_intervals_are_seeded_and_hold_the_estimate():
@@ -344,6 +349,9 @@ def test_judges_doc_carries_every_shared_file_and_judge():
     for judge in ("| offline |", "| keyword |", "| harmbench_cls (published) |", "| llama_guard (published) |"):
         assert judge in block, judge
     assert "make judges-doc" in text
+    # the table is of the judges as they are now: a changed rule changes the key and needs `make judges-doc`
+    for name in ("offline", "keyword"):
+        assert f"`{name}` (judge key `{judge_key(get_judge(name))}`)" in block, f"docs/judges.md is stale for {name}: run make judges-doc"
 
 
 # -- on the shared human-labelled files ----------------------------------------------------------

@@ -161,5 +161,11 @@ def calibration_info(calib: dict[str, Any], threshold: float = AGREEMENT_THRESHO
         raise ValueError(f"calibration needs tp, fn, tn and fp (missing: {', '.join(missing)})")
     c = LabelCounts.from_dict(calib)
     acc = c.accuracy
+    # a pooled figure can hide one data set where the judge fails: the mark follows the worst file
+    per_file = {name: LabelCounts.from_dict(f).accuracy for name, f in (calib.get("files") or {}).items()
+                if isinstance(f, dict) and all(k in f for k in ("tp", "fn", "tn", "fp"))}
+    worst = min(per_file.items(), key=lambda kv: kv[1] if kv[1] is not None else -1.0, default=None)
+    low = acc is None or acc < threshold or (worst is not None and (worst[1] is None or worst[1] < threshold))
     return {**c.to_dict(), "n": c.n, "accuracy": acc, "kappa": c.kappa, "sensitivity": c.sensitivity, "specificity": c.specificity,
-            "source": str(calib.get("source") or "unknown"), "threshold": threshold, "below_threshold": acc is None or acc < threshold}
+            "worst_file": {"file": worst[0], "accuracy": worst[1]} if worst else None,
+            "source": str(calib.get("source") or "unknown"), "threshold": threshold, "below_threshold": low}

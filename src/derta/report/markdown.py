@@ -65,7 +65,10 @@ def calibration_lines(summary: dict[str, Any]) -> list[str]:
     """One sentence per judge on its measured agreement; below-threshold judges are marked †."""
     out = []
     for judge, info in (summary.get("calibration") or {}).items():
-        mark = f" † Accuracy below {info['threshold']:.2f}: treat its results with caution." if info.get("below_threshold") else ""
+        worst = info.get("worst_file") or {}
+        where = (f" (on {worst['file']}: {_num(worst.get('accuracy'))})" if worst.get("accuracy") is not None
+                 and worst["accuracy"] < info["threshold"] else "")
+        mark = f" † Accuracy below {info['threshold']:.2f}{where}: treat its results with caution." if info.get("below_threshold") else ""
         se, sp = info.get("sensitivity"), info.get("specificity")
         if se is not None and sp is not None and se + sp <= 1:
             mark += " Corrected ASR undefined: sensitivity + specificity ≤ 1 (no better than chance)."
