@@ -17,7 +17,7 @@ from derta.judges import OfflineJudge
 from derta.judges.base import judge_key
 from derta.judges.harmless import benign_request
 from derta.judges.personas import personas
-from derta.judges.provenance import TUNED_ON, builtin_calibration, is_tuning_row, rules_sha256
+from derta.judges.provenance import TUNED_ON, shipped_calibration, is_tuning_row, rules_sha256
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LABELS = SHARED / "judge-labels"
@@ -165,19 +165,19 @@ def test_identity_holds_the_rules_hash_and_the_shipped_calibration_is_for_these_
     judge = OfflineJudge()
     assert judge.identity["rules_sha256"] == rules_sha256()
     key = judge_key(judge)
-    calib = builtin_calibration()
+    calib = shipped_calibration()
     assert calib is not None, "resources/judges/offline_calibration.json is stale: run scripts/calibrate_offline.py"
     assert {"tp", "fn", "tn", "fp"} <= set(calib) and calib["tp"] + calib["fn"] > 100
     import derta.judges.provenance as prov
 
     monkeypatch.setattr(prov, "rules_sha256", lambda: "0" * 16)
-    assert prov.builtin_calibration() is None  # changed rules: no stale calibration
+    assert prov.shipped_calibration() is None  # changed rules: no stale calibration
     monkeypatch.setattr(OfflineJudge, "version", "changed")
     assert judge_key(OfflineJudge()) != key  # changed judge: cached verdicts are not reused
 
 
 def test_the_shipped_calibration_is_what_the_rules_give_on_the_held_out_rows():
-    calib = builtin_calibration()
+    calib = shipped_calibration()
     assert calib is not None
     counts = {"tp": 0, "fn": 0, "tn": 0, "fp": 0}
     for name in TUNED_ON:

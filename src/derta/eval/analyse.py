@@ -153,16 +153,14 @@ def pick_examples(harm: list[dict[str, Any]], attacks: list[str], models: list[s
 
 
 def analyse(rows: list[dict[str, Any]], *, models: list[str] | None = None, attacks: list[str] | None = None,
-            judges: list[str] | None = None, refusal_ids: dict[str, set[int]] | None = None, examples: int = 2,
-            tokenizers: dict[str, Any] | None = None,
+            judges: list[str] | None = None, examples: int = 2, tokenizers: dict[str, Any] | None = None,
             calibration: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The summary of judged rows (see the module docstring for the layout).
 
     ``judges`` are the safety judges in order (the first is primary); ``tokenizers[model]`` is the
     model's tokenizer (or a (ids, text, char) -> position callable): refusal positions are then
-    counted in its tokens, else in words. ``refusal_ids`` (refusal token ids) is accepted from
-    older callers and no longer used: positions come from the one refusal detector;
-    ``calibration[judge]`` ({tp, fn, tn, fp, source}) adds ASR corrected for that judge's error
+    counted in its tokens, else in words (positions come from the one refusal detector,
+    :mod:`derta.refusal`); ``calibration[judge]`` ({tp, fn, tn, fp, source}) adds ASR corrected for that judge's error
     (:func:`apply_calibration`).
     """
     harm_all = [r for r in rows if r.get("kind", "harmful") == "harmful" and "verdict" in r]

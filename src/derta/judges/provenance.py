@@ -5,7 +5,7 @@
 - ``TUNED_ON`` / ``is_tuning_row``: the rules were tuned by reading errors on HALF of the rows of
   four human-labelled files (rows whose id hashes to an even number); the other half was never
   read, and is what agreement is reported on (``derta judge-eval`` does this by itself).
-- ``builtin_calibration()``: the judge's counts against the human labels on those held-out halves
+- ``shipped_calibration()``: the judge's counts against the human labels on those held-out halves
   (``resources/judges/offline_calibration.json``, written by ``scripts/calibrate_offline.py``),
   used for the judge-error-corrected ASR. It is returned only while it was measured on the rules
   as they are now: a stale calibration is None, never silently reused.
@@ -46,7 +46,7 @@ def rules_sha256() -> str:
     return h.hexdigest()[:16]
 
 
-def builtin_calibration() -> dict[str, Any] | None:
+def shipped_calibration() -> dict[str, Any] | None:
     """The shipped held-out counts (tp, fn, tn, fp, ...) when they were measured on the current rules."""
     try:
         text = resources.files("derta").joinpath("resources", CALIBRATION_RESOURCE).read_text(encoding="utf-8")

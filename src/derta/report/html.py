@@ -348,8 +348,8 @@ def _load_summary(run_dir: str | Path) -> dict[str, Any]:
     if not (run_dir / JUDGED_FILE).exists():
         raise FileNotFoundError(f"{run_dir}: no summary.json or {JUDGED_FILE} (is this a derta eval run directory?)")
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if (run_dir / "run.json").exists() else {}
-    ids = {m: set(v.get("refusal_token_ids") or []) for m, v in (run.get("models") or {}).items()}
-    summary = analyse(read_judged(run_dir / JUDGED_FILE), refusal_ids=ids)
+    # no model here, so refusal positions are counted in words (derta eval writes token positions)
+    summary = analyse(read_judged(run_dir / JUDGED_FILE))
     summary["run"] = {k: run[k] for k in ("status", "seed", "config", "decoding", "environment", "started", "finished") if k in run}
     return summary
 
