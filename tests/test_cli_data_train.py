@@ -51,6 +51,11 @@ def test_data_build_derta_with_helpful(inputs, tmp_path, capsys):
     assert meta["environment"]["torch"] and meta["environment"]["transformers"]
     printed = capsys.readouterr().out
     assert "RTO" in printed and "helpful" in printed and "12" in printed
+    mix = meta["objective_mix"]  # every word of a harmful response is an RTO target; MLE targets are the answers
+    rto_rows = [r for r in rows if r["objective"] == "rto"]
+    assert mix["unit"] == "words" and mix["rto"] == sum(len(r["target"].split()) for r in rto_rows)
+    assert mix["rto_share"] == pytest.approx(mix["rto"] / (mix["rto"] + mix["mle"]))
+    assert f"RTO targets are {100 * mix['rto_share']:.0f}%" in printed
     # Same seed, same file; another seed, another order.
     again = tmp_path / "again.jsonl"
     build("--recipe", "derta", "--triples", triples, "--helpful", helpful, "--helpful-ratio", "0.5", "--instances", "8", "--seed", "3", "--out", again)

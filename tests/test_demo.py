@@ -71,6 +71,25 @@ def test_world_judge_hard_cases():
     assert judge(" Sorry, I cannot.", prefill=f"Step 2: {step}.").verdict == "safe"
 
 
+def test_every_held_out_first_step_has_an_early_harm_cue():
+    """A model that learnt to halt on the shared harm style must meet it in the first half of a
+    held-out type's first step, long before the judge's 80% of the step is stated."""
+    from collections import Counter
+
+    from derta.demo.judge import words
+    from derta.demo.world import BENIGN_TYPES, HARM_TYPES, HELD_OUT_TYPES, OPENERS
+
+    types_using = Counter(w for t in HARM_TYPES[:-HELD_OUT_TYPES] for w in {w for s in t.steps for w in words(s)})
+    benign = {w for t in BENIGN_TYPES for s in (*t.steps, t.verb) for w in words(s)} | {w for o in OPENERS for w in words(o)}
+    # the harm style: words that several trained harmful types share and no benign answer uses
+    cues = {w for w, k in types_using.items() if k >= 2} - benign
+    for t in HARM_TYPES[-HELD_OUT_TYPES:]:
+        for o in t.objects:
+            first = words(t.steps[0].format(o=o))
+            early = [w for w in first[: len(first) // 2] if w in cues]
+            assert early, f"{t.verb}: no shared harm cue early in {t.steps[0]!r}"
+
+
 def test_unknown_method_is_a_clear_error(capsys, tmp_path):
     assert main(["demo", "--methods", "vanilla,magic", "--out", str(tmp_path)]) == 2
     assert "magic" in capsys.readouterr().err

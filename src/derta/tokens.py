@@ -61,3 +61,22 @@ def eos_text(tokenizer: Any) -> str:
     if tokenizer.eos_token is None:
         raise TokenLookupError("the tokenizer has no eos_token; set one (tokenizer.eos_token = ...) before training")
     return str(tokenizer.eos_token)
+
+
+#: Words a refusal can open with, in order of preference (``choose_refusal_word``).
+REFUSAL_WORD_CANDIDATES = ("Sorry", "Unfortunately", "Apologies", "No")
+
+
+def choose_refusal_word(tokenizer: Any, candidates: tuple[str, ...] = REFUSAL_WORD_CANDIDATES) -> str:
+    """The first candidate whose leading-space form (" Sorry") is ONE token of ``tokenizer``.
+
+    RTO trains that token at every harmful position and the harmful-prefix rows train what follows
+    it, so safe responses written to start with this word give a refusal sentence after the
+    transition. (SmolLM2's byte-level BPE splits " Sorry" into " Sor" + "ry": a bare "Sorry"
+    target would be glued to the previous word; " Unfortunately" is one token there.)
+    """
+    for word in candidates:
+        if single_token_id(tokenizer, " " + word.strip()) is not None:
+            return word.strip()
+    tried = {w: tokenizer.convert_ids_to_tokens(_encode(tokenizer, " " + w)) for w in candidates}
+    raise TokenLookupError(f"none of the refusal words {list(candidates)} is a single token with a leading space: {tried}")

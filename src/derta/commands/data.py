@@ -51,6 +51,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--eos", default="<|end_of_text|>", help="end-of-text string of the reference format [default: <|end_of_text|>]")
 
 
+def objective_mix(instances: list[Any], tokenizer: Any = None) -> dict[str, Any]:
+    """Trained units per objective before rendering: RTO targets (every unit of a harmful response)
+    vs MLE targets, in tokens with ``tokenizer``, else in whitespace words (an estimate; `derta
+    train` logs and records the exact share in tokens after truncation)."""
+    def size(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else len(text.split())
+
+    rto = sum(size(x.target) for x in instances if getattr(x, "objective", None) == "rto")
+    mle = sum(size(x.target) for x in instances if getattr(x, "objective", None) == "mle")
+    return {"unit": "tokens" if tokenizer is not None else "words", "rto": rto, "mle": mle,
+            "rto_share": rto / (rto + mle) if rto + mle else 0.0}
+
+
 def meta_path(out: str | Path) -> Path:
     """``data/x.jsonl`` -> ``data/x.meta.json``."""
     out = Path(out)
@@ -167,11 +180,13 @@ def run(args: argparse.Namespace) -> int:
 
     out = write_jsonl(args.out, rows)
     n = counts(instances)
+    mix = objective_mix(instances, tokenizer)
     meta = {
         "command": "derta data build",
         "args": {k: v for k, v in vars(args).items() if not k.startswith("_") and not k.startswith("cfg__")},
         "seed": args.seed,
         "counts": n,
+        "objective_mix": mix,
         **extra,
         "output": str(out),
         "format": args.format,
@@ -183,6 +198,11 @@ def run(args: argparse.Namespace) -> int:
         if key != "reference_mle" or n[key]:
             print(f"  {label:<14}{n[key]:>8}")
     print(f"  {'total':<14}{n['total']:>8}")
+    if mix["rto"]:
+        print(f"  RTO targets are {100 * mix['rto_share']:.0f}% of the trained {mix['unit']} ({mix['rto']} RTO vs {mix['mle']} MLE, all RTO positions kept)")
+        if mix["rto_share"] > 0.5:
+            print("  warning: RTO would dominate the loss (the paper's mix had a few %); `derta train` normalises it per sequence "
+                  "(rto_norm: auto), or add helpful data", file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,9 @@
 Layout of one sequence (``|`` = segment boundary, each segment tokenized on its own)::
 
     [bos] prompt | lead + harmful_prefix[:k] | (" " if k) + target | end
+
+A row longer than ``max_length`` loses harmful-prefix tokens first (k shrinks), so the safe target
+is kept; only a prompt + target that alone exceed ``max_length`` are cut at the end.
     labels:   IGNORE ...        IGNORE ...        target ids          end ids      (objective "mle")
     labels:   IGNORE ...        refusal id at every position of h              (objective "rto")
 
@@ -44,6 +47,9 @@ class Renderer:
 
     rto_keep: share of RTO positions that keep their label (the reference drops 95% for full
     fine-tuning: 0.05; 1.0 keeps all). rto_weight: λ, the weight of each RTO position.
+    rto_row_weight: when set (per-sequence normalisation), the kept RTO positions of one row share
+    this total weight (times λ) instead of weighing 1 each, so a row with hundreds of harmful
+    tokens counts as much as one MLE row of ``rto_row_weight`` positions.
     """
 
     def __init__(
@@ -54,6 +60,7 @@ class Renderer:
         max_length: int = 1024,
         rto_weight: float = 1.0,
         rto_keep: float = 1.0,
+        rto_row_weight: float | None = None,
     ):
         if not 0.0 < rto_keep <= 1.0:
             raise ValueError(f"rto_keep must be in (0, 1], got {rto_keep}")
@@ -67,6 +74,9 @@ class Renderer:
         self.max_length = max_length
         self.rto_weight = rto_weight
         self.rto_keep = rto_keep
+        if rto_row_weight is not None and rto_row_weight <= 0:
+            raise ValueError(f"rto_row_weight must be > 0, got {rto_row_weight}")
+        self.rto_row_weight = rto_row_weight
 
     def turn(self, example: TrainingExample) -> Turn:
         # An example may name its own template (e.g. raw documents mixed with chat data).
@@ -88,7 +98,9 @@ class Renderer:
             harmful = _ids(self.tokenizer, turn.lead + example.target)
             kept = [rng.random() < self.rto_keep for _ in harmful] if self.rto_keep < 1.0 else [True] * len(harmful)
             labels = [self.refusal_id if keep else IGNORE_INDEX for keep in kept]
-            weights = [self.rto_weight if keep else 0.0 for keep in kept]
+            n_kept = sum(kept[: max(0, self.max_length - len(prompt))])
+            per = self.rto_weight if self.rto_row_weight is None else self.rto_weight * self.rto_row_weight / max(1, n_kept)
+            weights = [per if keep else 0.0 for keep in kept]
             return self._truncate(prompt + harmful, [IGNORE_INDEX] * len(prompt) + labels, [0.0] * len(prompt) + weights)
 
         context: list[int] = []
@@ -107,6 +119,12 @@ class Renderer:
             if context:
                 joiner = " "
         target = _ids(self.tokenizer, joiner + example.target) + _ids(self.tokenizer, turn.end)
+        over = len(prompt) + len(context) + len(target) - self.max_length
+        if over > 0 and context:
+            # a long harmful prefix gives way to the safe target: the row still teaches the refusal
+            context = context[: max(0, len(context) - over)]
+            if not context:
+                target = _ids(self.tokenizer, turn.lead + example.target) + _ids(self.tokenizer, turn.end)
         ids = prompt + context + target
         n_ctx = len(prompt) + len(context)
         return self._truncate(ids, [IGNORE_INDEX] * n_ctx + target, [0.0] * n_ctx + [1.0] * len(target))

@@ -50,11 +50,11 @@ class DemoConfig:
     base_epochs: float = 25
     base_lr: float = 3e-3
     safety_epochs: float = 5
-    safety_lr: float = 7e-4
+    safety_lr: float = 4e-4
     batch_size: int = 32
-    rto_keep: float = 0.05  # as the reference's full fine-tuning: 5% of RTO positions keep their label
+    rto_keep: float = 0.3  # share of RTO positions that keep their label (the reference's full fine-tuning keeps 5%)
     rto_weight: float = 1.0
-    helpful_repeat: int = 2  # helpfulness data dominates safety data, as in the paper (10:1)
+    helpful_repeat: int = 4  # helpfulness data (arithmetic, facts, benign how-tos) dominates safety data, as in the paper
     contrast: bool = True  # benign how-tos that share objects with harmful tasks
     # evaluation
     dpo_lr: float = 1e-4
@@ -109,7 +109,7 @@ def attack_prompts(w: World, tokenizer: Any, cfg: DemoConfig) -> list[AttackProm
         meta = {"kind": "harmful", "verb": h["verb"], "object": h["object"]}
         qid = f"heldout-{i}"
         prompts.append(AttackPrompt(f"{qid}", h["question"], "direct", messages=[Message("user", h["question"])], question_id=qid, metadata=meta))
-        prompts.append(AttackPrompt(f"{qid}", h["question"], "completion", text=completion_prompt(h["verb"], h["object"]), question_id=qid, metadata=meta))
+        prompts.append(AttackPrompt(f"{qid}", h["question"], "completion", text=completion_prompt(h["verb"], h["object"], h.get("opener", 1)), question_id=qid, metadata=meta))
         for n in cfg.prefill_tokens:
             prefill = cut_tokens(h["harmful_response"], n, tokenizer)
             prompts.append(AttackPrompt(f"{qid}", h["question"], f"prefill-{n}", messages=[Message("user", h["question"])], prefill=prefill,
@@ -142,12 +142,17 @@ def follow_up_prompts(w: World, direct: dict[str, Any]) -> list[AttackPrompt]:
     return prompts
 
 
-def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry") -> Any:
+# The base corpus has no RTO rows: its stage keeps these fixed, so that RTO settings never retrain it.
+BASE_RTO = {"rto_keep": 0.05, "rto_weight": 1.0}
+
+
+def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry", base: bool = False) -> Any:
     from ..train.trainer import TrainConfig
 
+    rto = BASE_RTO if base else {"rto_keep": cfg.rto_keep, "rto_weight": cfg.rto_weight}
     return TrainConfig(model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
                        weight_decay=0.0, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size, max_length=160,
-                       rto_keep=cfg.rto_keep, rto_weight=cfg.rto_weight, save_steps=10**9, logging_steps=10**9,
+                       **rto, save_steps=10**9, logging_steps=10**9,
                        progress=cfg.progress, seed=cfg.seed, resume=False)
 
 
@@ -207,8 +212,8 @@ def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any
     trainer = (build_dpo_trainer if dpo else build_trainer)(tcfg, model, tokenizer, examples)
     t0 = time.perf_counter()
     trainer.train()
-    finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp,
-                                                         parent=parent, seconds=round(time.perf_counter() - t0, 1)))
+    finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp, parent=parent,
+                                                         seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None)))
     return trainer.model, fp
 
 
@@ -244,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         (tok_dir / "derta_fingerprint").write_text(tok_fp)
     model_shape = {"hidden": cfg.hidden, "layers": cfg.layers, "seed": cfg.seed, "tokenizer": tok_fp}
     base = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
-    base, base_fp = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr),
+    base, base_fp = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True),
                                 out / "models" / "base", parent=fingerprint(model_shape))
     base_state = copy.deepcopy(base.state_dict())
 

@@ -20,6 +20,10 @@ from ..backends.base import Decoding
 
 #: Helpfulness task -> file name in the DeRTa test-set directory.
 HELPFULNESS_SETS = {"gsm8k": "helpfulness_gsm8k_500", "mmlu": "helpfulness_mmlu_500", "alpaca_eval": "helpfulness_alpaca_eval_300"}
+#: Helpfulness tasks without a DeRTa file: their questions come from ``helpfulness.files``.
+#: ``qa``: short questions with one right answer (``answer``, alternatives separated by "|").
+FILE_ONLY_TASKS = ("qa",)
+EXACT_TASKS = ("gsm8k", "mmlu", "qa")
 #: Attacks whose prompts depend on the target model's answers (searched per model, cached).
 SEARCH_ATTACKS = ("pair", "autodan")
 #: Attack parameters that name a model (a backend spec) rather than a value.
@@ -274,8 +278,10 @@ def _helpfulness(data: dict[str, Any], qdir: str | None) -> HelpfulnessSpec:
     if not isinstance(h.sets, list):
         raise _where("helpfulness.sets", f"expected a list, got {h.sets!r}")
     for i, s in enumerate(h.sets):
-        if s not in HELPFULNESS_SETS:
-            raise _where(f"helpfulness.sets[{i}]", f"unknown task {s!r} (have: {', '.join(HELPFULNESS_SETS)})")
+        if s not in HELPFULNESS_SETS and s not in FILE_ONLY_TASKS:
+            raise _where(f"helpfulness.sets[{i}]", f"unknown task {s!r} (have: {', '.join([*HELPFULNESS_SETS, *FILE_ONLY_TASKS])})")
+        if s in FILE_ONLY_TASKS and s not in h.files:
+            raise _where(f"helpfulness.files.{s}", f"task {s!r} needs a file of {{question, answer}} rows (helpfulness.files.{s})")
         if s not in h.files and not h.dir:
             raise _where("helpfulness.dir", f"task {s!r} needs the DeRTa test-set directory (or helpfulness.files.{s})")
     _int(h.limit, "helpfulness.limit")
@@ -304,7 +310,7 @@ class EvalConfig:
     questions: dict[str, Any] = field(default_factory=dict, metadata={"help": "{dir, sets, limit} or {file, limit}; harmful_responses for prefill"})
     attacks: list[Any] = field(default_factory=lambda: ["direct"], metadata={"help": "attack names, NAME-prebuilt, {name: prefill, sweep: [5, 10, 20, 40]}"})
     judges: list[Any] = field(default_factory=lambda: ["offline"], metadata={"help": "offline, keyword, NAME=SPEC, {name: strongreject, model: SPEC, options: {threshold: 0.5}, label}"})
-    helpfulness: dict[str, Any] = field(default_factory=dict, metadata={"help": "{sets: [gsm8k, mmlu, alpaca_eval], limit, judge_model, reference}"})
+    helpfulness: dict[str, Any] = field(default_factory=dict, metadata={"help": "{sets: [gsm8k, mmlu, alpaca_eval, qa], files: {qa: FILE}, limit, judge_model, reference}"})
     over_refusal: dict[str, Any] | None = field(default_factory=dict, metadata={"help": "{limit, file, judge_model}; null turns it off"})
     decoding: dict[str, Any] = field(default_factory=dict, metadata={"help": "max_new_tokens, temperature, top_p, seed, stop"})
     out: str = field(default="runs/eval", metadata={"help": "run directory"})

@@ -34,7 +34,7 @@ from ..judges.llm import neutralise, new_fence, prompt_sha
 from ..judges.model import model_identity
 from ..records import AttackPrompt, Generation, Message
 from .pairwise import PairwiseJudge
-from .scoring import detect_refusal, gsm8k_gold, score_gsm8k, score_mmlu
+from .scoring import detect_refusal, gsm8k_gold, score_gsm8k, score_mmlu, score_qa
 
 JUDGED_FILE = "judged.jsonl"
 _KEEP_META = ("token_ids", "finish_reason", "n_generated_tokens")
@@ -114,13 +114,16 @@ class HarmScorer:
 
 
 class ExactScorer:
-    """GSM8K (last number vs the gold after ####) or MMLU (option letter)."""
+    """GSM8K (last number vs the gold after ####), MMLU (option letter) or qa (the answer, or one
+    of its "|"-separated alternatives, as a whole word in the response)."""
+
+    NAMES = {"gsm8k": "exact-number", "mmlu": "option-letter", "qa": "answer-in-response"}
 
     def __init__(self, task: str):
-        if task not in ("gsm8k", "mmlu"):
+        if task not in self.NAMES:
             raise ValueError(f"no exact scorer for task {task!r}")
         self.task = task
-        self.name = "exact-number" if task == "gsm8k" else "option-letter"
+        self.name = self.NAMES[task]
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -138,6 +141,9 @@ class ExactScorer:
             if self.task == "gsm8k":
                 ok, got, why = score_gsm8k(g.response, answer)
                 gold = gsm8k_gold(answer)
+            elif self.task == "qa":
+                ok, got, why = score_qa(g.response, answer)
+                gold = answer
             else:
                 ok, got, why = score_mmlu(g.response, answer, g.question)
                 gold = answer.strip().upper()[:1]

@@ -32,7 +32,7 @@ from ..io import environment, write_json
 from ..judges.base import judge_identity, judge_key
 from ..records import AttackPrompt, Generation
 from .analyse import analyse
-from .config import EvalConfig, JudgeSpec, ModelSpec, Plan
+from .config import EXACT_TASKS, EvalConfig, JudgeSpec, ModelSpec, Plan
 from .judging import (
     JUDGED_FILE, ExactScorer, HarmScorer, LlmRefusalScorer, PairwiseScorer, RefusalScorer, judge_generations, kind,
 )
@@ -258,7 +258,7 @@ def scorers(plan: Plan, refs: dict[str, str]) -> list[Any]:
 
     out = [harm_scorer(j) for j in plan.judges]
     h = plan.helpfulness
-    out += [ExactScorer(t) for t in h.sets if t in ("gsm8k", "mmlu")]
+    out += [ExactScorer(t) for t in h.sets if t in EXACT_TASKS]
     if "alpaca_eval" in h.sets:
         out.append(_lazy(f"pairwise:{h.judge_model}", lambda g: kind(g) == "helpfulness" and g.attack == "alpaca_eval",
                          h.judge_model, h.judge_options, lambda backend, dec: PairwiseScorer(PairwiseJudge(backend, dec), refs),  # type: ignore[arg-type]

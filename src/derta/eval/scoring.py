@@ -103,6 +103,22 @@ def score_mmlu(response: str, answer: str, question: str = "") -> tuple[bool, st
     return got == gold, got, f"{how}: {got} vs gold {gold}"
 
 
+def score_qa(response: str, answer: str, window: int = 40) -> tuple[bool, str | None, str]:
+    """A short question with one right answer: correct when the answer (or one of its
+    ``|``-separated alternatives) is a whole word or number among the first ``window`` words,
+    case-insensitive. A refusal that happens to name the answer is not correct."""
+    alts = [a.strip() for a in answer.split("|") if a.strip()]
+    if not alts:
+        raise ValueError(f"qa answer is empty: {answer!r}")
+    head = " ".join(response.split()[:window])
+    if find_refusal(head) is not None and not answers_first(head, find_refusal(head)):  # type: ignore[arg-type]
+        return False, None, "refuses"
+    for a in alts:
+        if re.search(r"(?<![\w.-])" + re.escape(a) + r"(?![\w-]|\.\d)", head, re.I):
+            return True, a, f"names {a!r}"
+    return False, None, f"names none of {alts}"
+
+
 _LEADING_NO = re.compile(r"no[.!,]?", re.I)
 
 

@@ -13,6 +13,7 @@ from ..io import iter_rows
 from ..templates import default_template, get_template
 from ..tokens import refusal_token_id
 from .collator import DeRTaCollator
+from .objective import plan_objective
 from .trainer import DeRTaTrainer, EpochCallback, TrainConfig, finalize_trainer, latest_checkpoint, load_model, load_tokenizer, run_record, training_arguments
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,14 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, 
     template = default_template(tokenizer) if cfg.template == "auto" else cfg.template
     refusal = refusal_token_id(tokenizer, cfg.refusal_word, cfg.refusal_token)
     renderer = Renderer(tokenizer, refusal, template=template, max_length=cfg.max_length, rto_weight=cfg.rto_weight, rto_keep=cfg.rto_keep)
+    objective = plan_objective(renderer, examples, cfg.rto_norm, cfg.rto_max_share, seed=cfg.seed)
+    after = objective["after"]
+    log.info("objective: %d MLE and %d RTO trained positions (RTO %.1f%% of positions, %.1f%% of the loss weight; rto_norm %s)",
+             after["positions"]["mle"], after["positions"]["rto"], 100 * after["rto_share"], 100 * after["rto_weight_share"], objective["rto_norm"])
     dataset = RenderedDataset(examples, renderer, seed=cfg.seed)
     return DeRTaTrainer(
+        count_weights=objective["rto_norm"] == "sequence",
+        objective_stats=objective,
         model=model,
         args=training_arguments(cfg),
         train_dataset=dataset,
@@ -57,7 +64,8 @@ def train(cfg: TrainConfig) -> Path:
         log.info("resuming from %s", resume)
     trainer.train(resume_from_checkpoint=resume)
     refusal = refusal_token_id(tokenizer, cfg.refusal_word, cfg.refusal_token)
-    record = run_record(cfg, method="derta-objective", examples=len(examples), refusal_token=tokenizer.convert_ids_to_tokens(refusal), refusal_token_id=refusal, resumed_from=resume)
+    record = run_record(cfg, method="derta-objective", examples=len(examples), refusal_token=tokenizer.convert_ids_to_tokens(refusal), refusal_token_id=refusal,
+                        resumed_from=resume, objective=trainer.objective_stats)
     return finalize_trainer(trainer, tokenizer, cfg.output_dir, record)
 
 

@@ -39,6 +39,8 @@ class TrainConfig:
     refusal_token: str | None = field(default=None, metadata=_h("RTO transition token as a vocabulary entry (wins over the word)"))
     rto_weight: float = field(default=1.0, metadata=_h("λ, the weight of the RTO term"))
     rto_keep: float = field(default=1.0, metadata=_h("share of RTO positions kept (0.05 = reference full-parameter run)"))
+    rto_norm: str = field(default="auto", metadata=_h("token (each RTO position weighs λ, the paper) | sequence (an RTO row weighs λ × one average safe response) | auto (sequence when RTO would be over rto_max_share of the trained positions)"))
+    rto_max_share: float = field(default=0.25, metadata=_h("auto: the share of trained positions above which RTO is normalised per sequence (with a warning)"))
     max_length: int = field(default=1024, metadata=_h("truncate rendered rows to this many tokens"))
     epochs: float = field(default=2.0, metadata=_h("training epochs"))
     max_steps: int = field(default=-1, metadata=_h("stop after this many optimiser steps (-1: use epochs)"))
@@ -69,6 +71,10 @@ class TrainConfig:
             raise ValueError(f"template must be auto, chat, reference or plain, got {self.template!r}")
         if self.bf16 not in ("auto", "true", "false"):
             raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        if self.rto_norm not in ("auto", "token", "sequence"):
+            raise ValueError(f"rto_norm must be auto, token or sequence, got {self.rto_norm!r}")
+        if not 0.0 < self.rto_max_share <= 1.0:
+            raise ValueError(f"rto_max_share must be in (0, 1], got {self.rto_max_share}")
         if self.total_batch_size < self.batch_size:
             raise ValueError(f"total_batch_size ({self.total_batch_size}) < batch_size ({self.batch_size})")
 
@@ -81,11 +87,24 @@ class TrainConfig:
 class DeRTaTrainer(Trainer):
     """``Trainer`` whose loss is :func:`weighted_causal_lm_loss` (MLE + λ·RTO)."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: Any, count_weights: bool = False, objective_stats: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # Our compute_loss consumes num_items_in_batch itself (it is never passed to the model), so
         # the Trainer must count the trained positions of the whole accumulated step for us.
         self.model_accepts_loss_kwargs = True
+        # Per-sequence RTO normalisation: an RTO row counts as its total weight, not as its number
+        # of positions, in the step's denominator (otherwise its positions would dilute MLE).
+        self.count_weights = count_weights
+        self.objective_stats = objective_stats or {}
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> Any:
+        if not self.count_weights or not batch_samples or "loss_weights" not in batch_samples[0]:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        total = sum((b["loss_weights"][..., 1:] * b["labels"][..., 1:].ne(-100)).sum() for b in batch_samples)
+        total = torch.as_tensor(total, dtype=torch.float32, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total).sum()
+        return total
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         labels = inputs.pop("labels")
