@@ -202,7 +202,6 @@ def train_method(method: str, model_path: str, model_id: dict[str, Any], tokeniz
     folder holds the merged weights, so every backend loads it as a plain model.
     Returns (final folder, run record, retrained)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     from ..records import PreferencePair
     from ..train.run import build_dpo_trainer, build_trainer
@@ -245,7 +244,6 @@ def train_method(method: str, model_path: str, model_id: dict[str, Any], tokeniz
     tmp.rename(final)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     del trainer, model, merged
-    _ = AutoModelForCausalLM  # loaded by the evaluation from the folder
     return final, record, True
 
 
