@@ -205,7 +205,7 @@ def train_method(method: str, model_path: str, model_id: dict[str, Any], tokeniz
 
     from ..records import PreferencePair
     from ..train.run import build_dpo_trainer, build_trainer
-    from ..train.trainer import TrainConfig, load_model, run_record
+    from ..train.trainer import TrainConfig, finalize_trainer, load_model, run_record
     from .run import _saved_fingerprint, fingerprint
 
     final = out / "final"
@@ -230,20 +230,12 @@ def train_method(method: str, model_path: str, model_id: dict[str, Any], tokeniz
 
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=latest_checkpoint(out))
-    objective = getattr(trainer, "objective_stats", None)
-    merged = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
     record = run_record(tcfg, stage=method, examples=len(examples), fingerprint=fp, base_model=model_id,
-                        seconds=round(time.perf_counter() - t0, 1), objective=objective,
+                        seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None),
                         log_history=[h for h in trainer.state.log_history if "loss" in h])
-    tmp = out / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / "derta_run.json", record)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    finalize_trainer(trainer, tokenizer, out, record, merge=True)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    del trainer, model, merged
+    del trainer, model
     return final, record, True
 
 

@@ -187,11 +187,12 @@ def latest_checkpoint(output_dir: str | Path) -> str | None:
     return str(ckpts[-1]) if ckpts else None
 
 
-def finalize_trainer(trainer: Any, tokenizer: Any, output_dir: str | Path, record: dict[str, Any]) -> Path:
+def finalize_trainer(trainer: Any, tokenizer: Any, output_dir: str | Path, record: dict[str, Any], merge: bool = False) -> Path:
     """Save the final model under ``output_dir/final`` atomically, with its run record.
 
     Works on one process or several (DDP, FSDP, DeepSpeed): every process takes part in ``save_model`` (FSDP and ZeRO-3 gather the shards collectively);
-    only the main process writes and renames, so processes never race on ``final``.
+    only the main process writes and renames, so processes never race on ``final``. ``merge``: a
+    LoRA model (one process) is saved with its adapters merged into the weights.
     """
     out = Path(output_dir)
     tmp, final = out / "final.tmp", out / "final"
@@ -199,7 +200,11 @@ def finalize_trainer(trainer: Any, tokenizer: Any, output_dir: str | Path, recor
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp))
+    if merge and hasattr(trainer.model, "merge_and_unload") and trainer.accelerator.num_processes == 1:
+        # LoRA folded into the weights: every backend loads the folder as a plain model
+        trainer.model.merge_and_unload().save_pretrained(str(tmp))
+    else:
+        trainer.save_model(str(tmp))
     if main:
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "derta_run.json", record)
