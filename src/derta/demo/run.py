@@ -54,6 +54,7 @@ class DemoConfig:
     batch_size: int = 32
     rto_keep: float = 0.3  # share of RTO positions that keep their label (the reference's full fine-tuning keeps 5%)
     rto_weight: float = 1.0
+    rto_norm: str = "auto"  # TrainConfig.rto_norm: token | sequence | auto
     helpful_repeat: int = 4  # helpfulness data (arithmetic, facts, benign how-tos) dominates safety data, as in the paper
     contrast: bool = True  # benign how-tos that share objects with harmful tasks
     # evaluation
@@ -147,9 +148,11 @@ BASE_RTO = {"rto_keep": 0.05, "rto_weight": 1.0}
 
 
 def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry", base: bool = False) -> Any:
+    """``base``: the data has no RTO rows, so the RTO settings are the fixed BASE_RTO (changing
+    them must not retrain a model they cannot affect)."""
     from ..train.trainer import TrainConfig
 
-    rto = BASE_RTO if base else {"rto_keep": cfg.rto_keep, "rto_weight": cfg.rto_weight}
+    rto = BASE_RTO if base else {"rto_keep": cfg.rto_keep, "rto_weight": cfg.rto_weight, "rto_norm": cfg.rto_norm}
     return TrainConfig(model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
                        weight_decay=0.0, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size, max_length=160,
                        **rto, save_steps=10**9, logging_steps=10**9,
@@ -267,8 +270,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             start = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
             start.load_state_dict(base_state)
             epochs, lr, parent = cfg.safety_epochs, cfg.safety_lr, base_fp
-        tcfg = _trainer_config(cfg, out / "models" / method, epochs, lr, refusal_word=METHODS[method][2])
-        return train_stage(method, start, tokenizer, safety_examples(w, method, cfg), tcfg, out / "models" / method, parent=parent)
+        examples = safety_examples(w, method, cfg)
+        no_rto = not any(getattr(e, "objective", None) == "rto" for e in examples)
+        tcfg = _trainer_config(cfg, out / "models" / method, epochs, lr, refusal_word=METHODS[method][2], base=no_rto)
+        return train_stage(method, start, tokenizer, examples, tcfg, out / "models" / method, parent=parent)
 
     for method in ["base", *cfg.methods]:
         model = base if method == "base" else tuned(method)[0]
