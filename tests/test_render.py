@@ -205,3 +205,33 @@ def test_resampling_per_epoch_is_deterministic(bpe_tokenizer, refusal):
 def test_truncation_keeps_rows_aligned(bpe_tokenizer, refusal):
     r = Renderer(bpe_tokenizer, refusal, template="reference", max_length=12)(rto())
     assert len(r.input_ids) == len(r.labels) == len(r.loss_weights) == 12
+
+
+def test_memoised_rendering_is_the_uncached_rendering_and_never_shared(bpe_tokenizer, refusal):
+    """The renderer memoises templates and token ids; over several epochs (a fresh harmful-prefix cut
+    each time) it must give exactly what a renderer that tokenizes everything anew gives, and a
+    caller that edits a returned row must not change the next one."""
+    triples = [Triple(QUERY, SAFE, HARM, id=f"t{i}") for i in range(6)]
+    helpful = []
+    examples = build("derta", triples, helpful, RecipeConfig(seed=3)) + [mle(), rto()]
+
+    class Uncached(Renderer):
+        def ids(self, text):  # type: ignore[override]
+            return enc(self.tokenizer, text)
+
+        def turn(self, example):  # type: ignore[override]
+            self._turns.clear()
+            return super().turn(example)
+
+    cached = RenderedDataset(examples, Renderer(bpe_tokenizer, refusal, max_length=48, rto_keep=0.5), seed=1)
+    fresh = RenderedDataset(examples, Uncached(bpe_tokenizer, refusal, max_length=48, rto_keep=0.5), seed=1)
+    for epoch in range(3):
+        cached.set_epoch(epoch)
+        fresh.set_epoch(epoch)
+        for i in range(len(examples)):
+            row = cached[i]
+            assert row == fresh[i]
+            row["input_ids"].append(-1)
+            row["labels"].clear()
+            assert cached[i] == fresh[i]
+    assert cached.renderer._texts, "nothing was memoised"

@@ -77,25 +77,38 @@ class Renderer:
         if rto_row_weight is not None and rto_row_weight <= 0:
             raise ValueError(f"rto_row_weight must be > 0, got {rto_row_weight}")
         self.rto_row_weight = rto_row_weight
+        # A row is rendered again every epoch (its harmful-prefix cut is resampled), but its chat
+        # template and the token ids of each text piece never change: both are computed once.
+        self._turns: dict[tuple[str, tuple[Any, ...]], Turn] = {}
+        self._texts: dict[str, tuple[int, ...]] = {}
 
     def turn(self, example: TrainingExample) -> Turn:
         # An example may name its own template (e.g. raw documents mixed with chat data).
         name = example.metadata.get("template") or self.template_name
-        if name not in self._templates:
-            self._templates[name] = get_template(name)
-        return self._templates[name](example.messages, self.tokenizer)
+        key = (name, tuple(example.messages))
+        if key not in self._turns:
+            if name not in self._templates:
+                self._templates[name] = get_template(name)
+            self._turns[key] = self._templates[name](example.messages, self.tokenizer)
+        return self._turns[key]
+
+    def ids(self, text: str) -> list[int]:
+        """``text``'s token ids (no special tokens), memoised."""
+        if text not in self._texts:
+            self._texts[text] = tuple(_ids(self.tokenizer, text))
+        return list(self._texts[text])
 
     def prompt_ids(self, turn: Turn) -> list[int]:
         bos = self.tokenizer.bos_token_id
         head = [bos] if turn.add_bos and bos is not None else []
-        return head + _ids(self.tokenizer, turn.prompt)
+        return head + self.ids(turn.prompt)
 
     def __call__(self, example: TrainingExample, rng: random.Random | None = None) -> Rendered:
         rng = rng or random.Random(0)
         turn = self.turn(example)
         prompt = self.prompt_ids(turn)
         if example.objective == "rto":
-            harmful = _ids(self.tokenizer, turn.lead + example.target)
+            harmful = self.ids(turn.lead + example.target)
             kept = [rng.random() < self.rto_keep for _ in harmful] if self.rto_keep < 1.0 else [True] * len(harmful)
             labels = [self.refusal_id if keep else IGNORE_INDEX for keep in kept]
             n_kept = sum(kept[: max(0, self.max_length - len(prompt))])
@@ -108,23 +121,23 @@ class Renderer:
         hp = example.harmful_prefix
         if hp is not None:
             if hp.unit == "tokens":
-                h_ids = _ids(self.tokenizer, turn.lead + hp.text)
+                h_ids = self.ids(turn.lead + hp.text)
                 k = hp.k if hp.k is not None else sample_k(len(h_ids), hp.zero_share, "tokens", rng)
                 context = h_ids[: min(k, len(h_ids))]
             else:
                 words = hp.text.split(" ")
                 k = hp.k if hp.k is not None else sample_k(len(words), hp.zero_share, "words", rng)
                 text = cut_words(hp.text, k)
-                context = _ids(self.tokenizer, turn.lead + text) if text else []
+                context = _ids(self.tokenizer, turn.lead + text) if text else []  # one per cut: not memoised
             if context:
                 joiner = " "
-        target = _ids(self.tokenizer, joiner + example.target) + _ids(self.tokenizer, turn.end)
+        target = self.ids(joiner + example.target) + self.ids(turn.end)
         over = len(prompt) + len(context) + len(target) - self.max_length
         if over > 0 and context:
             # a long harmful prefix gives way to the safe target: the row still teaches the refusal
             context = context[: max(0, len(context) - over)]
             if not context:
-                target = _ids(self.tokenizer, turn.lead + example.target) + _ids(self.tokenizer, turn.end)
+                target = self.ids(turn.lead + example.target) + self.ids(turn.end)
         ids = prompt + context + target
         n_ctx = len(prompt) + len(context)
         return self._truncate(ids, [IGNORE_INDEX] * n_ctx + target, [0.0] * n_ctx + [1.0] * len(target))

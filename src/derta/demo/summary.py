@@ -62,7 +62,7 @@ def judge_and_summarise(w: World, tokenizer: Any, generations: dict[str, list[Ge
             # an empty or looping response is neither a refusal nor an answer (analysis/degenerate.py)
             row["degenerate"] = degenerate(g.response)
             if kind == "harmful":
-                j = judge(g.response, g.prompt.get("prefill", ""))
+                j = judge(g.response, g.prompt.get("prefill", ""), g.question)
                 row.update(verdict=j.verdict, judge=j.judge, explanation=j.explanation)
                 harmful.setdefault(g.attack, []).append(row)
             elif kind == "benign":
