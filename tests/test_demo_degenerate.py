@@ -55,3 +55,19 @@ def test_markdown_names_the_degenerate_column(world_and_tokenizer, tmp_path):
     s.update(config={"safety_epochs": 1, "safety_lr": 1e-3, "rto_keep": 0.05}, seed=0, seconds=1.0)
     assert "degenerate" in markdown(s)
     assert s["methods"]["m"]["degenerate"]["k"] == 0
+
+
+def test_the_real_demo_summary_prints_with_the_toy_table():
+    """`derta demo --real` prints its summary with the toy demo's table: eval attack names, a model
+    without a degenerate count, and no refusal-position column when no method reports one."""
+    methods = {
+        "vanilla": {"attacks": {"completion-prebuilt": {"asr": 0.25}, "prefill-20": {"asr": 0.5}}, "helpfulness": 0.8,
+                    "over_refusal": 0.4, "degenerate": {"rate": 0.05}, "refusal_positions": {"unit": "words"}},
+        "derta": {"attacks": {"completion-prebuilt": {"asr": 0.0}}, "helpfulness": 0.9, "over_refusal": 0.1, "degenerate": None},
+    }
+    head, van, der = table({"methods": methods}).splitlines()
+    assert head.split(" | ")[1:] == [h.rjust(11) for h in ("completion-prebuilt", "prefill-20", "helpful", "over-refusal", "degenerate")]
+    assert van.split(" | ")[1:] == [c.rjust(11) for c in (" 25.0", " 50.0", " 80.0", " 40.0", "  5.0")]
+    assert der.split(" | ")[2:] == [c.rjust(11) for c in ("  -  ", " 90.0", " 10.0", "  -  ")]
+    methods["derta"]["refusal_positions"] = {"within_5": 0.25}
+    assert table({"methods": methods}).splitlines()[0].endswith("refusal<=5")

@@ -116,3 +116,16 @@ def test_corrected_asr_covers_a_known_true_rate_about_95_percent_of_the_time():
         c = corrected_asr(int(judged_unsafe), n, int(tp), int(n_pos - tp), int(tn), int(n_neg - tn), draws=1000, seed=i)
         hits += c.ci_low <= true <= c.ci_high
     assert 0.91 <= hits / sims <= 0.985, hits / sims
+
+
+def test_the_rate_record_every_analysis_reports():
+    from derta.stats import rate
+
+    r = rate(3, 12)
+    assert set(r) == {"rate", "k", "n", "ci_low", "ci_high"}
+    assert r["rate"] == 0.25 and (r["ci_low"], r["ci_high"]) == wilson(3, 12)
+    assert rate(0, 0) == {"rate": None, "k": 0, "n": 0, "ci_low": 0.0, "ci_high": 1.0}  # nothing measured
+    half = rate(1.5, 3)  # pairwise ties count half
+    assert half["rate"] == 0.5 and 0 < half["ci_low"] < 0.5 < half["ci_high"] < 1
+    with pytest.raises(ValueError):
+        rate(4, 3)

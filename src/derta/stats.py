@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
 
@@ -29,6 +30,16 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high
+
+
+def rate(k: float, n: int) -> dict[str, Any]:
+    """The rate record every analysis reports: ``{"rate", "k", "n", "ci_low", "ci_high"}``.
+
+    ``k`` of ``n`` (``k`` may be fractional, e.g. pairwise ties as half), with the 95% Wilson
+    interval; ``rate`` is None and the interval (0, 1) when ``n`` is 0.
+    """
+    low, high = wilson(k, n)  # type: ignore[arg-type]
+    return {"rate": k / n if n else None, "k": k, "n": n, "ci_low": low, "ci_high": high}
 
 
 @dataclass(frozen=True)

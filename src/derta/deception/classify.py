@@ -35,7 +35,7 @@ from typing import Any
 from ..judges.llm import neutralise, new_fence, prompt_sha
 from ..judges.text import find_refusal, words
 from ..records import AttackPrompt, Message, Record
-from ..stats import wilson
+from ..stats import rate
 from .protocol import parse_answer
 from .scenarios import Scenario
 
@@ -362,11 +362,6 @@ def classifier_info(c: Any) -> dict[str, Any]:
 
 
 # -- rates -----------------------------------------------------------------------------------------
-def _rate(k: int, n: int) -> dict[str, Any]:
-    low, high = wilson(k, n)
-    return {"k": k, "n": n, "rate": k / n if n else None, "ci_low": low, "ci_high": high}
-
-
 def rates(labels: list[tuple[str, str]]) -> dict[str, Any]:
     """Rates with 95% Wilson CIs from (undesired, category) pairs.
 
@@ -380,8 +375,8 @@ def rates(labels: list[tuple[str, str]]) -> dict[str, Any]:
     counts = {c: sum(1 for _, cc in labels if cc == c) for c in CATEGORIES}
     n_undesired = sum(1 for u, _ in scored if u == "yes")
     out: dict[str, Any] = {"n": n, "scored": s, "unscored": n - s, "counts": counts,
-                           "undesired": _rate(n_undesired, s)}
+                           "undesired": rate(n_undesired, s)}
     for c in CATEGORIES[:-1]:
-        out[c] = _rate(counts[c], s)
-    out["deception_given_undesired"] = _rate(counts["deception"], n_undesired)
+        out[c] = rate(counts[c], s)
+    out["deception_given_undesired"] = rate(counts["deception"], n_undesired)
     return out

@@ -401,22 +401,6 @@ def judge_agreement(judge: Any) -> dict[str, Any]:
             "agreement_line": f"judge {judge.name}: accuracy against human labels on held-out rows: {line}" if line else f"judge {judge.name}"}
 
 
-def table(summary: dict[str, Any]) -> str:
-    methods = summary["methods"]
-    attacks = list(dict.fromkeys(a for m in methods.values() for a in m["attacks"]))
-    head = ["method", *attacks, "helpful", "over-refusal", "degenerate"]
-    lines = [" | ".join(f"{h:>12}" for h in head)]
-
-    def pct(x: Any) -> str:
-        return "  -  " if x is None else f"{100 * x:5.1f}"
-
-    for name, m in methods.items():
-        cells = [pct(m["attacks"][a]["asr"]) if a in m["attacks"] else "  -  " for a in attacks]
-        cells += [pct(m["helpfulness"]), pct(m["over_refusal"]), pct((m.get("degenerate") or {}).get("rate"))]
-        lines.append(" | ".join(f"{c:>12}" for c in [name, *cells]))
-    return "\n".join(lines)
-
-
 def config_from_args(args: argparse.Namespace, seed: int, out: str) -> RealConfig:
     kw: dict[str, Any] = {"out": out, "seed": seed, "model": getattr(args, "model", None), "progress": not getattr(args, "no_progress", False)}
     if getattr(args, "all_methods", False):
@@ -438,6 +422,8 @@ def main(args: argparse.Namespace) -> int:
 
     seeds_arg = getattr(args, "seeds", None)
     seeds = parse_seeds(seeds_arg) if seeds_arg else [getattr(args, "seed", 0)]
+    from .summary import table
+
     summaries = {}
     first_eval: str | None = None
     for s in seeds:

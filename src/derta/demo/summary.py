@@ -10,23 +10,18 @@ from ..analysis.degenerate import degenerate
 from ..analysis.refusal import halting_rate, refusal_positions, refusal_token_ids
 from ..io import write_json, write_jsonl
 from ..records import Generation
-from ..stats import Asr, wilson
+from ..stats import Asr, rate
 from .judge import WorldJudge
 from .world import World
 
 HARMFUL_ATTACKS_ORDER = ("direct", "completion")
 
 
-def _rate(k: int, n: int) -> dict[str, Any]:
-    low, high = wilson(k, n)
-    return {"rate": k / n if n else None, "k": k, "n": n, "ci_low": low, "ci_high": high}
-
-
 def _degenerate_rate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The share of ``rows`` whose response is degenerate, with the count of each kind."""
-    rate = _rate(sum(r["degenerate"] is not None for r in rows), len(rows))
-    rate["kinds"] = {k: sum(r["degenerate"] == k for r in rows) for k in ("empty", "repetition")}
-    return rate
+    share = rate(sum(r["degenerate"] is not None for r in rows), len(rows))
+    share["kinds"] = {k: sum(r["degenerate"] == k for r in rows) for k in ("empty", "repetition")}
+    return share
 
 
 def _final_answer(text: str) -> str:
@@ -83,10 +78,10 @@ def judge_and_summarise(w: World, tokenizer: Any, generations: dict[str, list[Ge
         groups = {"benign": benign, "helpful": helpful, "harmful": harmful_rows}
         methods[method] = {
             "attacks": attacks,
-            "helpfulness": _rate(sum(r["correct"] for r in helpful), len(helpful))["rate"],
-            "helpfulness_detail": _rate(sum(r["correct"] for r in helpful), len(helpful)),
-            "over_refusal": _rate(sum(r["refused"] for r in benign), len(benign))["rate"],
-            "over_refusal_detail": _rate(sum(r["refused"] for r in benign), len(benign)),
+            "helpfulness": rate(sum(r["correct"] for r in helpful), len(helpful))["rate"],
+            "helpfulness_detail": rate(sum(r["correct"] for r in helpful), len(helpful)),
+            "over_refusal": rate(sum(r["refused"] for r in benign), len(benign))["rate"],
+            "over_refusal_detail": rate(sum(r["refused"] for r in benign), len(benign)),
             "degenerate": _degenerate_rate(benign + helpful + harmful_rows),
             "degenerate_detail": {k: _degenerate_rate(rows) for k, rows in groups.items()},
             "refusal_positions": positions.to_dict(),
@@ -110,16 +105,21 @@ def is_follow_up(attack: str) -> bool:
 
 
 def table(summary: dict[str, Any], follow_up: bool = False) -> str:
-    """Fixed-width table: single-turn attacks + helpfulness (default), or the follow-up turn."""
+    """Fixed-width table: single-turn attacks + helpfulness (default), or the follow-up turn.
+
+    Any summary in the demo schema (``methods.{m}.attacks.{a}.asr`` ...): the toy demo's and the
+    real one's. The refusal-position column appears when the methods report it."""
     methods = summary["methods"]
     attacks = [a for a in dict.fromkeys(a for m in methods.values() for a in m["attacks"]) if is_follow_up(a) == follow_up]
-    head = ["method", *attacks] + ([] if follow_up else ["helpful", "over-refusal", "degenerate", "refusal<=5"])
+    positions = not follow_up and any("within_5" in (m.get("refusal_positions") or {}) for m in methods.values())
+    head = ["method", *attacks] + ([] if follow_up else ["helpful", "over-refusal", "degenerate"]) + (["refusal<=5"] if positions else [])
     lines = [" | ".join(f"{h:>11}" for h in head)]
     for name, m in methods.items():
         cells = [_pct(m["attacks"].get(a, {}).get("asr")) for a in attacks]
         if not follow_up:
-            cells += [_pct(m["helpfulness"]), _pct(m["over_refusal"]), _pct(m.get("degenerate", {}).get("rate")),
-                      _pct(m["refusal_positions"]["within_5"])]
+            cells += [_pct(m["helpfulness"]), _pct(m["over_refusal"]), _pct((m.get("degenerate") or {}).get("rate"))]
+        if positions:
+            cells.append(_pct((m.get("refusal_positions") or {}).get("within_5")))
         lines.append(" | ".join(f"{c:>11}" for c in [name, *cells]))
     return "\n".join(lines)
 

@@ -50,7 +50,7 @@ from ..analysis.degenerate import KINDS as DEGENERATE_KINDS
 from ..analysis.degenerate import degenerate as degenerate_kind
 from ..analysis.refusal import halted, refusal_positions
 from ..judges.agreement import cohen_kappa, confusion
-from ..stats import asr, wilson
+from ..stats import asr, rate
 from .pairwise import win_rate
 
 SUMMARY_FORMAT = "derta.summary/1"
@@ -76,12 +76,6 @@ class _Degenerate:
         if text not in self._seen:
             self._seen[text] = degenerate_kind(text)
         return self._seen[text]
-
-
-def rate(k: float, n: int) -> dict[str, Any]:
-    """A rate dict: fraction, counts and the 95% Wilson interval."""
-    low, high = wilson(k, n) if n else (0.0, 1.0)  # type: ignore[arg-type]
-    return {"rate": k / n if n else None, "k": k, "n": n, "ci_low": low, "ci_high": high}
 
 
 def _order(values: Iterable[str], first: list[str] | None = None) -> list[str]:
