@@ -93,6 +93,9 @@ def test_run_writes_records_summary_and_report(config, tmp_path, capsys):
     page = (out / "deception.html").read_text()
     assert page.count("data:image/png;base64,") >= 2
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    # the same policy as the main report: the page can load and send nothing (images are data: URIs)
+    head = page[: page.index("</head>")]
+    assert "http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\"" in head
 
     # Another classifier on the same conversations: nothing is regenerated.
     before = (out / "conversations.jsonl").read_text()

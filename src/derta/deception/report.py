@@ -7,12 +7,12 @@ inlines its plots as base64 PNGs and escapes every piece of model text. :func:`s
 
 from __future__ import annotations
 
-import base64
 import html
 import re
 from pathlib import Path
 from typing import Any
 
+from ..report.page import CSP_META, data_uri
 from ..report.plots import plot_lines
 from .classify import CATEGORIES, LABELS
 
@@ -117,8 +117,7 @@ pre{white-space:pre-wrap;background:#f7f7f7;padding:.5em;border:1px solid #e3e3e
 
 
 def _img(path: Path) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(path.stem)}" src="{data_uri(path)}">'
 
 
 def _examples(rows: list[dict[str, Any]], model: str, n: int) -> list[dict[str, Any]]:
@@ -172,7 +171,7 @@ def write_report(summary: dict[str, Any], rows: list[dict[str, Any]], out_dir: s
     plots = make_plots(summary, out_dir)
     md = out_dir / "deception.md"
     md.write_text("# derta deception report\n\n" + section_markdown(summary, plots, rel_to=out_dir) + "\n", encoding="utf-8")
-    page = ("<!doctype html><html><head><meta charset=\"utf-8\"><title>derta deception report</title>"
+    page = (f"<!doctype html><html><head><meta charset=\"utf-8\">{CSP_META}<title>derta deception report</title>"
             f"<style>{_CSS}</style></head><body><h1>derta deception report</h1>\n"
             + section_html(summary, rows, plots, examples) + "\n</body></html>\n")
     out_html = out_dir / "deception.html"

@@ -9,7 +9,6 @@ Table cells carry ``data-model`` / ``data-col`` attributes and their 95% interva
 
 from __future__ import annotations
 
-import base64
 import json
 from html import escape
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from .markdown import (HELPFULNESS_LABELS, Column, calibration_lines, cell, ci_text, columns, degenerate_counts, degenerate_example,
                        degenerate_warnings, example_length, pct)
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+from .page import CSP_META, data_uri
 
 CSS = """
 :root { --ink:#1d232b; --muted:#5b6673; --line:#d9dee4; --bg:#f6f7f9; --card:#fff; --accent:#2f5d8a; }
@@ -67,10 +66,6 @@ small.k { color: var(--muted); }
 p.warn { margin: 6px 0; padding: 6px 10px; border-left: 3px solid #b8433c; background: #fbeceb; color: #8a2a23; font-weight: 600; }
 """
 
-
-def data_uri(path: str | Path) -> str:
-    """A PNG file as a ``data:`` URI (the page must not reference files)."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
 def _tint(col: Column, value: float | None) -> str:
@@ -346,7 +341,7 @@ def render(summary: dict[str, Any], plots: dict[str, str] | None = None, title: 
     body = "".join([results, asr_plot, _prefill(models, plots), _positions(models, plots), _halting(models), _helpfulness(models),
                     _over_refusal(models), _degenerate(summary), _agreement(summary.get("agreement") or []), _examples(summary.get("examples") or {})])
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            f"{CSP_META}"
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
             f"<header><h1>{escape(title)}</h1><p>{escape(' · '.join(meta))}</p></header>"
