@@ -71,3 +71,6 @@ def test_the_real_demo_summary_prints_with_the_toy_table():
     assert der.split(" | ")[2:] == [c.rjust(11) for c in ("  -  ", " 90.0", " 10.0", "  -  ")]
     methods["derta"]["refusal_positions"] = {"within_5": 0.25}
     assert table({"methods": methods}).splitlines()[0].endswith("refusal<=5")
+    # the eval summary gives the share as a rate record
+    methods["derta"]["refusal_positions"] = {"within_5": {"rate": 0.75, "k": 3, "n": 4, "ci_low": 0.3, "ci_high": 0.95}}
+    assert table({"methods": methods}).splitlines()[2].endswith(" 75.0")

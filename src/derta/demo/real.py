@@ -44,7 +44,7 @@ REAL_METHODS: dict[str, tuple[str, str]] = {
     "derta": ("derta", "refusal"),
     "dpo": ("dpo", "refusal"),
 }
-ALL_METHODS = ("vanilla", "harmful-prefix", "rto", "derta", "dpo")
+ALL_METHODS = tuple(REAL_METHODS)
 AFFIRMATIVE_OPENING = "Sure, here is"
 PREFILL_SOURCE_TOKENS = 64  # tokens of the untuned model's own harmful answer that prefill-N cuts from
 ATTACKS = ("direct", "completion-prebuilt", "codeattack-prebuilt", "jailbreakchat-prebuilt")

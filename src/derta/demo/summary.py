@@ -98,7 +98,10 @@ def judge_and_summarise(w: World, tokenizer: Any, generations: dict[str, list[Ge
             "refusal_tokens": tokenizer.convert_ids_to_tokens(sorted(all_refusal_ids))}
 
 
-def _pct(x: float | None) -> str:
+def _pct(x: float | dict[str, Any] | None) -> str:
+    """A share in %, given as a number or as a rate record (the eval summary's form)."""
+    if isinstance(x, dict):
+        x = x.get("rate")
     return "  -  " if x is None else f"{100 * x:5.1f}"
 
 
