@@ -6,7 +6,7 @@ Runs the same measurement as ``derta judge-eval`` (held-out rows of the four jud
 see derta.judges.provenance) and writes its calibration, pooled and per file, with the rules'
 hash, to src/derta/resources/judges/offline_calibration.json. The corrected ASR uses the pooled
 counts; the judge returns them only while its rules are the ones measured here
-(tests/test_judge_offline.py checks that the shipped file is current and reproducible).
+(tests/judges/test_judge_offline.py checks that the shipped file is current and reproducible).
 """
 
 from __future__ import annotations

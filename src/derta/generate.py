@@ -3,11 +3,16 @@
 Every finished generation is one :class:`~derta.records.Generation` line in ``out_path`` (JSONL,
 fsynced), so a long run can be analysed while it runs and resumed after a crash.
 
-Resume key: ``(model, attack, prompt_id, decoding_id)``, where ``decoding_id`` hashes the full
-decoding config (max_new_tokens, temperature, top_p, seed, stop). A rerun skips prompts whose key
-is already in the log, so one log can hold several models, attacks and decoding configs side by
-side; changing any of them generates anew. A logged prompt whose content (messages / text /
-prefill) differs from the prompt now given under the same key is an error, not a silent reuse.
+Resume key: ``(model, model_id, attack, prompt_id, decoding_id)``, where ``decoding_id`` hashes the
+full decoding config (max_new_tokens, temperature, top_p, seed, stop) and ``model_id`` says which
+model wrote the record (:func:`derta.backends.spec.model_identity`'s hash, or the caller's own
+identity of a model in memory; recorded in each Generation's ``metadata``). A rerun skips prompts
+whose key is already in the log, so one log can hold several models, attacks and decoding configs
+side by side; changing any of them generates anew. A model whose weights or spec changed under the
+same name gets new records appended (the log is never rewritten) and its predecessor's records are
+not returned. Records without a ``model_id`` are reused only by callers that give none. A logged
+prompt whose content (messages / text / prefill) differs from the prompt now given under the same
+key is an error, not a silent reuse.
 
 Alongside the log:
 
@@ -24,19 +29,19 @@ import hashlib
 import json
 import logging
 import time
-import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend, Completion, Decoding, complete
-from .io import JsonlAppender, environment, read_log, record_run
+from .io import read_log
+from .logs import ERRORS_SUFFIX, META_SUFFIX, KeyedLog
 from .records import AttackPrompt, Generation
+
+__all__ = ["ERRORS_SUFFIX", "META_FORMAT", "META_SUFFIX", "decoding_id", "read_generations", "run_generation", "written_by"]
 
 log = logging.getLogger(__name__)
 
-META_SUFFIX = ".meta.json"
-ERRORS_SUFFIX = ".errors.jsonl"
 META_FORMAT = "derta.generations/1"
 
 
@@ -51,12 +56,19 @@ def read_generations(path: str | Path) -> list[Generation]:
     return read_log(path, Generation.from_dict, "generation record")
 
 
+def written_by(g: Generation, model: str, dec_id: str, model_id: str | None) -> bool:
+    """Whether a logged record is this model's (its name and identity) under this decoding: the
+    records a run resumes from."""
+    return g.model == model and g.metadata.get("model_id") == model_id and decoding_id(g.decoding) == dec_id
+
+
 def _content(prompt: dict[str, Any]) -> dict[str, Any]:
     return {k: prompt.get(k) for k in ("messages", "text", "prefill")}
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _same_prompt(p: AttackPrompt) -> Callable[[Generation], bool]:
+    """Whether a logged generation was made from ``p``'s content (messages / text / prefill)."""
+    return lambda g: _content(g.prompt) == _content(p.to_dict())
 
 
 def run_generation(
@@ -67,13 +79,16 @@ def run_generation(
     decoding: Decoding | None = None,
     batch_size: int | None = None,
     metadata: dict[str, Any] | None = None,
+    model_id: str | None = None,
 ) -> list[Generation]:
     """Generate a response to every prompt not yet in ``out_path``; return all records, in prompt order.
 
     ``batch_size`` prompts go to the backend per call (it batches further inside) and their records
     are written when the call returns, so at most one call's work is lost to a crash. By default,
     the backend's ``call_size`` if it has one (vLLM wants many prompts at once), else 64.
-    ``model_name`` (default ``backend.name``) is the model recorded and used in the resume key.
+    ``model_name`` (default ``backend.name``) is the model recorded and used in the resume key, and
+    ``model_id`` which model that name stands for now (its identity hash): only records of the
+    same name and identity are reused.
     Prompts that failed for good are left out of the result (see the errors sidecar).
     """
     decoding = decoding or Decoding()
@@ -88,67 +103,48 @@ def run_generation(
         raise ValueError(f"prompt id {dup[1]!r} appears twice for attack {dup[0]!r}")
 
     out_path = Path(out_path)
-    run = {
-        "run_id": uuid.uuid4().hex[:12], "started": _now(), "finished": None,
-        "status": "running", "model": model, "backend": backend.name, "decoding": dec, "decoding_id": dec_id,
-        "seed": decoding.seed, "batch_size": batch_size, "n_prompts": len(prompts), "n_reused": 0, "n_generated": 0,
-        "n_errors": 0, "environment": environment(), "metadata": metadata or {},
-    }
-    with JsonlAppender(out_path) as out:  # opening cuts a torn last line
-        done = _logged(out_path, model, dec_id, prompts)
-        todo = [p for p, key in zip(prompts, keys) if key not in done]
-        run["n_reused"] = len(prompts) - len(todo)
-        record_run(out_path, run, META_FORMAT)
+
+    def conflict(g: Generation) -> ValueError:
+        return ValueError(f"{out_path}: prompt {g.prompt_id!r} ({g.attack}) differs from the one logged under the same id "
+                          f"for model {model!r}; use a new output file or new prompt ids")
+
+    # the log's records of this model (name and identity) and decoding, by (attack, prompt id)
+    with KeyedLog(out_path, key=lambda g: (g.attack, g.prompt_id), read=read_generations,
+                  keep=lambda g: written_by(g, model, dec_id, model_id), conflict=conflict) as done:
+        todo = [p for p in prompts if done.logged((p.attack, p.id), same=_same_prompt(p)) is None]
+        run = done.start(META_FORMAT, {
+            "model": model, **({"model_id": model_id} if model_id is not None else {}), "backend": backend.name,
+            "decoding": dec, "decoding_id": dec_id, "seed": decoding.seed,
+            "batch_size": batch_size, "n_prompts": len(prompts), "n_reused": len(prompts) - len(todo), "n_generated": 0,
+            "n_errors": 0,
+        }, metadata)
         if run["n_reused"]:
             log.info("%s: %d of %d prompts already generated; %d to go", out_path, run["n_reused"], len(prompts), len(todo))
-        try:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                t0 = time.perf_counter()
-                results = complete(backend, batch, decoding)
-                seconds = time.perf_counter() - t0
-                for p, c in zip(batch, results):
-                    if c.error is not None:
-                        _log_error(out_path, p, model, dec, c.error)
-                        run["n_errors"] += 1
-                        continue
-                    g = _record(p, c, model, decoding, backend.name, seconds, len(batch))
-                    out.write(g.to_dict())
-                    done[(p.attack, p.id)] = g
-                    run["n_generated"] += 1
-            run["status"] = "complete" if run["n_errors"] == 0 else "incomplete"
-        finally:
-            if run["status"] == "running":
-                run["status"] = "interrupted"
-            run["finished"] = _now()
-            record_run(out_path, run, META_FORMAT)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            t0 = time.perf_counter()
+            results = complete(backend, batch, decoding)
+            seconds = time.perf_counter() - t0
+            for p, c in zip(batch, results):
+                if c.error is not None:
+                    done.error({"prompt_id": p.id, "attack": p.attack, "model": model, **({"model_id": model_id} if model_id is not None else {}),
+                                "decoding": dec, "error": c.error})
+                    run["n_errors"] += 1
+                    continue
+                done.append(_record(p, c, model, decoding, backend.name, seconds, len(batch), model_id))
+                run["n_generated"] += 1
     if run["n_errors"]:
         log.warning("%s: %d prompts failed (see %s%s); rerun to retry them", out_path, run["n_errors"], out_path, ERRORS_SUFFIX)
-    return [done[key] for key in keys if key in done]
+    return [done.records[key] for key in keys if key in done]
 
 
-def _log_error(out_path: Path, prompt: AttackPrompt, model: str, decoding: dict[str, Any], error: str) -> None:
-    with JsonlAppender(str(out_path) + ERRORS_SUFFIX) as f:
-        f.write({"prompt_id": prompt.id, "attack": prompt.attack, "model": model, "decoding": decoding,
-                 "error": error, "time": _now()})
-
-
-def _logged(out_path: Path, model: str, dec_id: str, prompts: list[AttackPrompt]) -> dict[tuple[str, str], Generation]:
-    """Records already in the log for this model and decoding, by (attack, prompt id); a logged
-    prompt that differs from the one given now under the same key is an error."""
-    done = {(g.attack, g.prompt_id): g for g in read_generations(out_path) if g.model == model and decoding_id(g.decoding) == dec_id}
-    for p in prompts:
-        old = done.get((p.attack, p.id))
-        if old is not None and _content(old.prompt) != _content(p.to_dict()):
-            raise ValueError(f"{out_path}: prompt {p.id!r} ({p.attack}) differs from the one logged under the same id "
-                             f"for model {model!r}; use a new output file or new prompt ids")
-    return done
-
-
-def _record(p: AttackPrompt, c: Completion, model: str, decoding: Decoding, backend: str, seconds: float, n: int) -> Generation:
+def _record(p: AttackPrompt, c: Completion, model: str, decoding: Decoding, backend: str, seconds: float, n: int,
+            model_id: str | None = None) -> Generation:
     """One Generation; ``seconds`` (the backend call's wall time) is shared among its ``n`` prompts."""
     meta: dict[str, Any] = {"n_generated_tokens": c.n_tokens, "finish_reason": c.finish_reason, "backend": backend,
                             "decoding_id": decoding_id(decoding), "batch_seconds": round(seconds, 4), "batch_size": n}
+    if model_id is not None:
+        meta["model_id"] = model_id
     if c.token_ids is not None:
         meta["token_ids"] = c.token_ids  # so analyses can find the first refusal token without regenerating
     return Generation(prompt_id=p.id, attack=p.attack, model=model, question=p.question, response=c.text,

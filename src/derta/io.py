@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,7 +34,13 @@ def _read_text(path: Path) -> str:
     universal-newline reading would turn a stray "\\r" into a row break. A "\\r" before the
     "\\n" (a CRLF file) is JSON whitespace, so such files still read.
     """
-    return path.read_bytes().decode("utf-8")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8") from None
 
 
 def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, int | None, dict[str, Any]]]:
@@ -51,12 +58,13 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[tuple[str, i
         yield from _iter_hf(src.removeprefix("hf:"), split)
         return
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            for i, row in enumerate(csv.DictReader(f), start=2):  # line 1 is the header
-                yield src, i, dict(row)
-        return
     text = _read_text(path)
+    if suffix == ".csv":
+        import io as _io
+
+        for i, row in enumerate(csv.DictReader(_io.StringIO(text, newline="")), start=2):  # line 1 is the header
+            yield src, i, dict(row)
+        return
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -113,26 +121,48 @@ def read_log(path: str | Path, parse: Any = None, what: str = "record") -> list[
     """All records of an append-only JSONL log, in file order, each passed through ``parse``.
 
     A last line without its newline (a write in flight, or one torn by a crash) is ignored; any
-    other bad line is a DataError naming the file, the line and ``what`` it should have been.
+    other bad line (invalid JSON, or a row ``parse`` rejects with a ValueError, TypeError or
+    KeyError) is a DataError naming the file, the line and ``what`` it should have been.
     """
     path = Path(path)
     if not path.exists():
         return []
-    lines = _read_text(path).split("\n")[:-1]  # "" after the final newline, or a torn line
+    # Split the bytes, then decode each line: a torn last line may end inside a UTF-8 character.
+    lines = path.read_bytes().split(b"\n")[:-1]  # b"" after the final newline, or a torn line
     out = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for i, raw in enumerate(lines, start=1):
         try:
+            line = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError: named like bad JSON
+            if not line.strip():
+                continue
             row = json.loads(line)
             out.append(parse(row) if parse else row)
-        except (json.JSONDecodeError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError) as e:  # ValueError: bad JSON, or ``parse`` rejected the row
             raise DataError(f"{path}:{i}: not a {what} ({e})") from None
     return out
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [row for _, _, row in iter_rows(path)]
+
+
+#: Key names that hold a secret (an API key, a token, a password): never written to a record.
+SECRET_KEY = re.compile(r"^(?:.*[_-])?(?:api[_-]?key|secret(?:[_-]key)?|password|passwd)$"
+                        r"|^(?:(?:access|auth|bearer|hf|api|secret)[_-])?token$", re.I)
+
+
+def is_secret_key(name: Any) -> bool:
+    """Is ``name`` a key that holds a secret (``api_key``, ``hf_token``, ``password``; not ``api_key_env``)?"""
+    return isinstance(name, str) and bool(SECRET_KEY.match(name.strip()))
+
+
+def redact_secrets(data: Any) -> Any:
+    """``data`` without the keys that hold secrets (:func:`is_secret_key`), at any depth."""
+    if isinstance(data, dict):
+        return {k: redact_secrets(v) for k, v in data.items() if not is_secret_key(k)}
+    if isinstance(data, (list, tuple)):
+        return [redact_secrets(v) for v in data]
+    return data
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
@@ -152,14 +182,32 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write one JSON document atomically."""
+    """Write one JSON document atomically; keys that hold secrets are left out (:func:`redact_secrets`)."""
     path = Path(path)
+    data = redact_secrets(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, ensure_ascii=False)
             f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_yaml(path: str | Path, data: Any) -> Path:
+    """Write one YAML document (a config as run) atomically, without the keys that hold secrets."""
+    import yaml
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(redact_secrets(data), f, sort_keys=False, allow_unicode=True)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -198,13 +246,18 @@ class JsonlAppender:
         self.close()
 
 
+#: The sidecars of an append-only log ``<log>``: its runs, and the requests that failed for good.
+META_SUFFIX = ".meta.json"
+ERRORS_SUFFIX = ".errors.jsonl"
+
+
 def record_run(log_path: str | Path, run: dict[str, Any], fmt: str) -> Path:
     """Add or update ``run`` (matched by ``run_id``) in the log's sidecar ``<log>.meta.json``.
 
     Each invocation over an append-only log is one entry: its config, versions, seed, status.
     """
     log_path = Path(log_path)
-    path = Path(str(log_path) + ".meta.json")
+    path = Path(str(log_path) + META_SUFFIX)
     meta: dict[str, Any] = {"format": fmt, "log": log_path.name, "runs": []}
     if path.exists():
         try:

@@ -10,7 +10,8 @@ Endpoints: ``GET /v1/models``, ``POST /v1/chat/completions`` (``messages``, ``ma
 ``POST /v1/completions`` (``prompt``, raw, no chat template). With ``continue_final_message`` the
 last assistant message is a prefill and the reply holds the continuation only (as vLLM does).
 Prompts are rendered by :class:`derta.backends.hf.HFBackend`, so a served model answers exactly as
-the in-process backend does. ``fail=[429, 500]`` makes the first POST requests fail with those
+the in-process backend does. A request whose ``model`` is not the served one is answered 404
+(``model_not_found``, as OpenAI does); one without ``model`` is served. ``fail=[429, 500]`` makes the first POST requests fail with those
 statuses and ``delay`` holds every POST for that many seconds: ways to test client retries,
 timeouts and concurrency against a real server.
 """
@@ -179,8 +180,17 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. its timeout)
             pass
 
-    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-        self._send(status, {"error": {"message": message, "type": kind, "code": status}})
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error", code: Any = None) -> None:
+        self._send(status, {"error": {"message": message, "type": kind, "code": status if code is None else code}})
+
+    def _check_model(self, body: dict[str, Any]) -> bool:
+        """A request for another model than the one served: 404 "model_not_found", as OpenAI answers."""
+        asked = body.get("model")
+        if asked is None or asked == self.server.model_name:
+            return True
+        self._error(404, f"The model `{asked}` does not exist; this server serves `{self.server.model_name}`",
+                    "invalid_request_error", "model_not_found")
+        return False
 
     def _authorized(self) -> bool:
         if self.server.api_key is None:
@@ -215,6 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             try:
                 body = json.loads(body_bytes or b"{}")
+                if not isinstance(body, dict):
+                    raise RequestError("the request body must be a JSON object")
+                if not self._check_model(body):
+                    return
                 route = self.path.rstrip("/")
                 if route == "/v1/chat/completions":
                     reply = self._chat(body)

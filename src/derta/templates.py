@@ -141,3 +141,24 @@ def get_template(name: str) -> Callable[[list[Message], Any], Turn]:
 def default_template(tokenizer: Any) -> str:
     """The tokenizer's chat template when it has one, else the reference format."""
     return "chat" if getattr(tokenizer, "chat_template", None) else "reference"
+
+
+class NoChatTemplate(ValueError):
+    """A tokenizer without a chat template, and no template chosen."""
+
+
+def generation_template(tokenizer: Any, template: str | None, what: str = "the model") -> str:
+    """The template to prompt a model with: ``template`` when given (checked), else the
+    tokenizer's chat template. A tokenizer without one is an error, not a silent switch to the
+    reference format: a chat model whose template is missing would be attacked in a format it was
+    never tuned on. Name a plain template (``template: reference``) to use one."""
+    if template is not None:
+        get_template(template)
+        if template == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise NoChatTemplate(f"{what}: template 'chat' was asked for, but the tokenizer has no chat template; "
+                                 f"choose one of {', '.join(PLAIN_TEMPLATES)}")
+        return template
+    if getattr(tokenizer, "chat_template", None):
+        return "chat"
+    raise NoChatTemplate(f"{what}: the tokenizer has no chat template; name the prompt format explicitly: "
+                         f"template: reference (the DeRTa training format), plain or raw")

@@ -7,19 +7,25 @@ own), so a model is attacked in exactly the format it was tuned in::
     text:      bos | text + prefill                                          (no chat template)
 
 ``template`` is "chat" (the tokenizer's own chat template) or a plain template of
-:mod:`derta.templates` ("reference", "plain"); by default the chat template when the tokenizer has
-one. Generation stops at the end of the assistant turn: the eos id(s) and, when the template closes
+:mod:`derta.templates` ("reference", "plain", "raw"); by default the chat template, or for a
+derta-trained checkpoint the template it was trained with (its ``derta_run.json``). A tokenizer
+without a chat template and no template named is an error (:func:`derta.templates.generation_template`),
+never a silent switch to the reference format. A local path that does not exist is reported as
+"no such model directory". Generation stops at the end of the assistant turn: the eos id(s) and, when the template closes
 a turn with another special token (Llama-3's ``<|eot_id|>``, Qwen's ``<|im_end|>``), that token,
 found by string in the tokenizer.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..records import AttackPrompt, Message
-from ..templates import default_template, get_template
+from ..templates import default_template, generation_template, get_template
 from ..tokens import single_token_id
 from .base import Completion, Decoding, check_prompt, cut_at_stop
 
@@ -42,7 +48,7 @@ def render_prompt(prompt: AttackPrompt, tokenizer: Any, template: str | None = N
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     if prompt.text is not None:
         return RenderedPrompt(bos + _ids(tokenizer, prompt.text + prompt.prefill))  # one raw document
-    turn = get_template(template or default_template(tokenizer))(list(prompt.messages or []), tokenizer)
+    turn = get_template(generation_template(tokenizer, template))(list(prompt.messages or []), tokenizer)
     head = bos if turn.add_bos else []
     ids = head + _ids(tokenizer, turn.prompt)
     if prompt.prefill:
@@ -59,8 +65,9 @@ def stop_token_ids(tokenizer: Any, template: str | None = None, model: Any = Non
     if gen_cfg is not None:
         eos = gen_cfg.eos_token_id
         candidates += list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    render = get_template(generation_template(tokenizer, template))
     try:
-        end = get_template(template or default_template(tokenizer))([Message("user", "x")], tokenizer).end
+        end = render([Message("user", "x")], tokenizer).end
     except Exception:  # a template that cannot render a one-turn chat: eos is all we know
         end = ""
     if end.strip():
@@ -75,6 +82,37 @@ def stop_token_ids(tokenizer: Any, template: str | None = None, model: Any = Non
     if not ids:
         raise ValueError("cannot tell where a response ends: the tokenizer has no eos_token and the template no end-of-turn token")
     return ids
+
+
+def looks_like_path(arg: str) -> bool:
+    """Is a spec's argument meant as a local path (``./out/x``, ``../m``, ``/abs``, ``~/m``,
+    ``out\\x`` on Windows) rather than a hub name (``org/name``)?"""
+    return arg.startswith(("./", "../", "/", "~", ".\\", "..\\")) or arg in (".", "..") or (os.sep != "/" and os.sep in arg)
+
+
+def check_model_path(arg: str) -> None:
+    """A ValueError "no such model directory: PATH" for a local path that does not exist
+    (transformers would report it as a malformed hub repo id)."""
+    if looks_like_path(arg) and not Path(arg).expanduser().exists():
+        raise ValueError(f"no such model directory: {arg}")
+
+
+def trained_template(path: str, tokenizer: Any) -> str | None:
+    """The template a derta-trained checkpoint was trained with (its ``derta_run.json``), or None.
+
+    ``template: auto`` in training means the chat template when the tokenizer has one, else the
+    reference format (:func:`derta.templates.default_template`): the same rule gives it back here.
+    """
+    record = Path(path).expanduser() / "derta_run.json"
+    if not record.is_file():
+        return None
+    try:
+        chosen = (json.loads(record.read_text(encoding="utf-8")).get("config") or {}).get("template")
+    except (ValueError, OSError, AttributeError):
+        return None
+    if not isinstance(chosen, str) or not chosen:
+        return None
+    return default_template(tokenizer) if chosen == "auto" else chosen
 
 
 class HFBackend:
@@ -104,11 +142,13 @@ class HFBackend:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             path = model
+            check_model_path(path)
             dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             dtype = dtype or (torch.bfloat16 if dev.type == "cuda" else torch.float32)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
             name = name or f"hf:{path}"
+            template = template or trained_template(path, tokenizer)
         else:
             if tokenizer is None:
                 raise ValueError("an in-memory model needs its tokenizer: HFBackend(model, tokenizer)")
@@ -118,7 +158,7 @@ class HFBackend:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model, self.tokenizer, self.name = model, tokenizer, name
-        self.template = template or default_template(tokenizer)
+        self.template = generation_template(tokenizer, template, name)
         self.batch_size = batch_size
         self.progress = progress
         self.stop_ids = stop_token_ids(tokenizer, self.template, model)

@@ -44,7 +44,9 @@ class OpenAIBackend:
     ``api_key_env`` names the environment variable holding the key (never the key itself, so it
     is not written into configs or logs). A local server (``base_url`` given) needs none.
     ``timeout`` is per request (seconds). ``max_tokens_field``: newer hosted models want
-    ``"max_completion_tokens"``.
+    ``"max_completion_tokens"``. ``check_model``: list the served models once at start and refuse
+    a model the server does not serve (default: with a ``base_url``, when the server is
+    ``derta.serve``; ``true``: always, an unlistable server included; ``false``: never).
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class OpenAIBackend:
         max_tokens_field: str = "max_tokens",
         name: str | None = None,
         progress: bool = True,
+        check_model: bool | None = None,
     ):
         openai = _openai()
         if max_concurrency < 1:
@@ -81,6 +84,31 @@ class OpenAIBackend:
         self.name = name or f"openai:{model}"
         self.progress = progress
         self.call_size = max_concurrency * 8  # prompts per call that keep the pool busy (run_generation)
+        if check_model or (check_model is None and base_url is not None):
+            self._check_served(required=bool(check_model))
+
+    def _check_served(self, required: bool) -> None:
+        """Ask the server which models it serves (GET /models, once) and refuse a model it does not.
+
+        ``required``: the user asked for the check, so a server that cannot list its models is an
+        error too. Otherwise (a local ``base_url``) the check is made only when the list can be read
+        and comes from ``derta.serve`` (``owned_by: derta``) or names models at all; any failure
+        to list is left to the first request, which reports it after its retries.
+        """
+        openai = _openai()
+        try:
+            served = [(m.id, getattr(m, "owned_by", None)) for m in self.client.with_options(timeout=min(self.timeout, 10.0)).models.list()]
+        except (openai.APIError, OSError) as e:
+            if required:
+                raise ValueError(f"{self.name}: cannot list the models served at {self.base_url or 'the API'} "
+                                 f"(check_model=true): {e}") from None
+            return
+        ids = [i for i, _ in served]
+        if self.model in ids or not ids:
+            return
+        if required or any(owner == "derta" for _, owner in served):
+            raise ValueError(f"{self.name}: the server at {self.base_url or 'the API'} does not serve model {self.model!r}; "
+                             f"it serves {', '.join(map(repr, ids))} (use openai:{ids[0]})")
 
     def generate(self, prompts: list[AttackPrompt], decoding: Decoding | None = None) -> list[str]:
         return [c.text for c in self.complete(prompts, decoding)]

@@ -3,7 +3,9 @@
 Prompts are rendered to token ids by :func:`derta.backends.hf.render_prompt`, exactly as the
 Hugging Face backend renders them (chat template + prefill, or BOS + raw text), and handed to
 vLLM as ``{"prompt_token_ids": ...}``: vLLM then adds nothing (no second BOS), and both backends
-see the same ids. End-of-turn ids come from :func:`derta.backends.hf.stop_token_ids`.
+see the same ids. End-of-turn ids come from :func:`derta.backends.hf.stop_token_ids`. The template
+is chosen as the Hugging Face backend chooses it (no silent fallback when the tokenizer has no chat
+template), and a local path that does not exist is "no such model directory".
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from ..records import AttackPrompt
 from .base import Completion, Decoding
-from .hf import render_prompt, stop_token_ids
+from .hf import check_model_path, render_prompt, stop_token_ids, trained_template
 
 
 def _vllm() -> Any:
@@ -51,6 +53,9 @@ class VLLMBackend:
         progress: bool = True,
         **llm_kwargs: Any,
     ):
+        from ..templates import generation_template
+
+        check_model_path(model)
         vllm = _vllm()
         self.llm = vllm.LLM(
             model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
@@ -58,10 +63,10 @@ class VLLMBackend:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.name = name or f"vllm:{model}"
-        self.template = template
+        self.template = generation_template(self.tokenizer, template or trained_template(model, self.tokenizer), self.name)
         self.progress = progress
         self.call_size = 1024  # vLLM schedules its own batches: hand it many prompts per call
-        self.stop_ids = stop_token_ids(self.tokenizer, template, _with_generation_config(model))
+        self.stop_ids = stop_token_ids(self.tokenizer, self.template, _with_generation_config(model))
 
     def sampling_params(self, decoding: Decoding) -> Any:
         vllm = _vllm()

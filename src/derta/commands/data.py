@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._main import run_command
+
 HELP = "build training data from safety triples (vanilla, harmful-prefix, RTO, DeRTa, DPO) or import the reference format"
 
 # Kept in sync with derta.data.recipes.RECIPES (a test checks); listed here for `--help` only.
@@ -108,7 +110,7 @@ def _unit_counter(args: argparse.Namespace, tokenizer: Any):
 
 def _from_recipe(args: argparse.Namespace, tokenizer: Any) -> tuple[list[Any], dict[str, Any]]:
     from ..data.formats import load_helpful, load_triples
-    from ..data.recipes import RECIPES, RecipeConfig, build
+    from ..data.recipes import RECIPES, RecipeConfig, build, unique_ids
     from ..io import DataError
 
     if not args.recipe:
@@ -133,7 +135,7 @@ def _from_recipe(args: argparse.Namespace, tokenizer: Any) -> tuple[list[Any], d
         # Every recipe draws from the same first N triples, so that recipes stay comparable.
         raise DataError(f"{args.triples}: --instances {args.instances} needs {args.instances} triples, the input holds {len(triples)}")
     helpful = load_helpful(args.helpful, args.split) if args.helpful else []
-    instances = build(args.recipe, triples, helpful, cfg, helpful_ratio=args.helpful_ratio)
+    instances = unique_ids(build(args.recipe, triples, helpful, cfg, helpful_ratio=args.helpful_ratio))
     config = {k: v for k, v in vars(cfg).items() if k not in ("count_units", "rebuttal")}
     extra: dict[str, Any] = {"recipe_config": config, "triples_read": len(triples), "helpful_read": len(helpful)}
     if template:
@@ -207,7 +209,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``derta data ...`` as a function (what ``derta.cli`` runs)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["data", *(sys.argv[1:] if argv is None else argv)])
+    """``derta data ...`` as a function."""
+    return run_command("data", argv)

@@ -14,6 +14,8 @@ import argparse
 import json
 import sys
 
+from ._main import run_command
+
 HELP = "reason-based deception: list the scenario suite, run the multi-turn study, rebuild its report"
 
 
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("--scenarios", default="builtin", metavar="FILE", help="scenario file (.yaml/.jsonl) [default: builtin]")
     ls.add_argument("--category", action="append", metavar="NAME", help="only this category (repeatable)")
     run = actions.add_parser("run", help="run the study from a YAML config (see examples/deception.yaml)")
-    run.add_argument("config", nargs="?", help="YAML config; every key can be overridden below")
+    run.add_argument("config", nargs="?", help="YAML config; every key can be overridden below (nested keys with --set KEY.PATH=VALUE)")
     add_override_args(run, DeceptionConfig)
     rep = actions.add_parser("report", help="rebuild deception.md/html from OUT_DIR/summary.json")
     rep.add_argument("out_dir")
@@ -55,10 +57,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..config import load_config, overrides_from
+    from ..config import config_from_args
     from ..deception.study import SUMMARY, DeceptionConfig, run_study
 
-    cfg = load_config(DeceptionConfig, args.config, overrides_from(args))
+    cfg = config_from_args(DeceptionConfig, args.config, args)
     summary = run_study(cfg)
     print(f"wrote {cfg.out_dir}/{SUMMARY}, deception.md and deception.html "
           f"(suite {summary['suite']['name']} sha256 {summary['suite']['sha256']}, classifier {summary['classifier']['name']})")
@@ -100,7 +102,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``derta deception ...`` as a function (what ``derta.cli`` runs)."""
-    from ..cli import main as cli_main
-
-    return cli_main(["deception", *(sys.argv[1:] if argv is None else argv)])
+    """``derta deception ...`` as a function."""
+    return run_command("deception", argv)

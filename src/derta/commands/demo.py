@@ -24,17 +24,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="with --real: any HF model name or path instead of the shipped SmolLM2")
 
 
-def parse_seeds(text: str) -> list[int]:
-    from ..config import ConfigError
-
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds needs distinct seeds, got {text!r}")
-    return seeds
-
 
 def config(args: argparse.Namespace, out: str, seed: int) -> Any:
     """The DemoConfig of one seed's run from the command line."""
@@ -59,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
         return real_main(args)
     if args.seeds:
+        from ..demo.seeds import parse_seeds
+
         return run_seeds(args, parse_seeds(args.seeds))
     from ..demo.run import run_demo
     from ..demo.summary import table
@@ -94,3 +85,8 @@ def run_seeds(args: argparse.Namespace, seeds: list[int]) -> int:
     print(multi.table(agg, follow_up=True))
     print(f"\nwrote {out}/seeds.json and seeds.md; each seed's report under {out}/seed-S/")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ._main import run_command
+    return run_command("demo", argv)

@@ -3,6 +3,9 @@
 Any top-level key can be overridden (``--out runs/x``, ``--seed 1``); nested keys with
 ``--set questions.limit=5`` (repeatable; the value is read as YAML, list items by index:
 ``--set models.0.spec=hf:./m``). ``--limit N`` caps every question set at once for a smoke run.
+
+Exit status 1 when the run is incomplete (a backend failed for good on some prompts: the summary
+covers what was generated); rerunning the same command generates only what is missing.
 """
 
 from __future__ import annotations
@@ -10,7 +13,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._main import nonnegative_int, run_command
+
 HELP = "evaluate models under attacks (ASR with 95% CI), helpfulness and over-refusal; resumable"
+
+
+#: The sections ``--limit N`` caps.
+LIMITED_SECTIONS = ("questions", "helpfulness", "over_refusal")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,83 +27,71 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..eval.config import EvalConfig
 
     p.add_argument("config", help="YAML config (see examples/eval_hf.yaml, examples/eval_openai.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", dest="sets",
-                   help="override a nested key, e.g. questions.limit=5 or models.0.spec=hf:./m (repeatable)")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="at most N items per question, helpfulness and over-refusal set")
-    add_override_args(p, EvalConfig)
+    p.add_argument("--limit", type=nonnegative_int, default=None, metavar="N", help="at most N items per question, helpfulness and over-refusal set")
+    add_override_args(p, EvalConfig)  # every top-level key, and --set KEY.PATH=VALUE
 
 
-def _parse_set(item: str) -> tuple[list[str], Any]:
-    import yaml
+def _file_sections(config_path: str) -> dict[str, Any]:
+    """The file's top-level values as written (an unreadable file: {}; load_config reports it)."""
+    from pathlib import Path
 
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ValueError(f"--set {item!r}: expected KEY.PATH=VALUE")
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+    from ..config import ConfigError, read_mapping
 
-
-def _deep_set(data: Any, path: list[str], value: Any, full: str) -> Any:
-    """``data`` with ``value`` placed at ``path`` (a copy of each container on the way)."""
-    if not path:
-        return value
-    head, rest = path[0], path[1:]
-    if isinstance(data, list):
-        if not head.isdigit() or int(head) >= len(data):
-            raise ValueError(f"--set {full}: {head!r} is not an index of a list of {len(data)}")
-        out = list(data)
-        out[int(head)] = _deep_set(data[int(head)], rest, value, full)
-        return out
-    if data is None:
+    try:
+        data = read_mapping(config_path) if Path(config_path).exists() else {}
+    except ConfigError:
         data = {}
-    if not isinstance(data, dict):
-        raise ValueError(f"--set {full}: cannot set {head!r} inside {type(data).__name__} {data!r}")
-    return {**data, head: _deep_set(data.get(head), rest, value, full)}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def limit_sets(config_path: str, limit: int | None) -> list[str]:
+    """``--limit N`` as ``--set SECTION.limit=N`` items; a section the file turns off (null) stays off."""
+    if limit is None:
+        return []
+    data = _file_sections(config_path)
+    return [f"{s}.limit={limit}" for s in LIMITED_SECTIONS if not (s in data and data[s] is None)]
 
 
 def nested_overrides(config_path: str, sets: list[str], limit: int | None) -> dict[str, Any]:
-    """Top-level overrides (whole sections) built from the file's sections and ``--set`` items."""
-    from pathlib import Path
+    """The whole sections that ``--set`` items and ``--limit`` change (what ``derta eval`` applies)."""
+    from ..config import apply_sets
 
-    import yaml
-
-    from ..config import ConfigError
-
-    p = Path(config_path)
-    try:
-        data = yaml.safe_load(p.read_text()) or {} if p.exists() else {}
-    except yaml.YAMLError:
-        data = {}  # load_config reports the YAML error with its line
-    data = data if isinstance(data, dict) else {}
-    items = [_parse_set(s) for s in sets]
-    if limit is not None:
-        for section in ("questions", "helpfulness", "over_refusal"):
-            if section in data and data[section] is None:
-                continue
-            items.append(([section, "limit"], limit))
-    out: dict[str, Any] = {}
-    for path, value in items:
-        top = path[0].replace("-", "_")
-        if len(path) == 1:
-            out[top] = value
-            continue
-        current = out.get(top, data.get(top))
-        try:
-            out[top] = _deep_set(current, path[1:], value, ".".join(path))
-        except ValueError as e:
-            raise ConfigError(f"{config_path}: {e}") from None
-    return out
+    return apply_sets(_file_sections(config_path), [*sets, *limit_sets(config_path, limit)])
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config, overrides_from
+    from ..config import config_from_args
     from ..eval.config import EvalConfig
     from ..eval.run import run_eval
     from ..report.markdown import results_table
 
-    overrides = {**nested_overrides(args.config, args.sets, args.limit), **overrides_from(args)}
-    cfg = load_config(EvalConfig, args.config, overrides)
+    cfg = config_from_args(EvalConfig, args.config, args, limit_sets(args.config, args.limit))
     summary = run_eval(cfg, config_path=args.config)
     print()
     print(results_table(summary))
     print(f"\nwrote {cfg.out}/summary.json and judged.jsonl; render with: derta report {cfg.out}")
-    return 0
+    return incomplete_exit(summary, cfg.out)
+
+
+def incomplete_exit(summary: dict[str, Any], out: str) -> int:
+    """1 with a line on stderr when generations are missing (a backend failed for good on some
+    prompts), else 0: an incomplete run must not look like a finished one."""
+    import sys
+
+    from ..eval.run import GENERATIONS_FILE
+
+    run = summary.get("run") or {}
+    missing = sum(int(info.get("missing", 0) or 0) for info in (run.get("models") or {}).values())
+    if run.get("status") != "incomplete" and not missing:
+        return 0
+    total = sum(int(info.get("n_prompts", 0) or 0) for info in (run.get("models") or {}).values())
+    of = f" of {total}" if total else ""
+    print(f"derta eval: incomplete: {missing}{of} generations are missing (the requests that failed are in "
+          f"{out}/{GENERATIONS_FILE}.errors.jsonl); rerun the same command to resume: only the missing ones are generated",
+          file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``derta eval ...`` as a function."""
+    return run_command("eval", argv)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._main import run_command
+
 HELP = "measure judges against human-labelled responses (accuracy, kappa, F1, ASR error per group, 95 percent intervals)"
 
 
@@ -77,3 +79,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.calibration_out, calibration_document(results))
         print(f"wrote {args.calibration_out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``derta judge-eval ...`` as a function."""
+    return run_command("judge-eval", argv)

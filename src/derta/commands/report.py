@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._main import run_command
+
 HELP = "write a self-contained HTML report (and report.md) from an eval or demo run directory"
 
 
@@ -25,3 +27,8 @@ def run(args: argparse.Namespace) -> int:
     html_path, md_path = write_report(args.run_dir, args.out, calibration=args.calibration)
     print(f"wrote {html_path} and {md_path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``derta report ...`` as a function."""
+    return run_command("report", argv)

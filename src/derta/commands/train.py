@@ -1,8 +1,12 @@
 """``derta train [--config x.yaml] [--<option> V ...]``: a TrainConfig from YAML + overrides -> train.
 
-Every field of :class:`derta.train.trainer.TrainConfig` is an option (``--learning-rate 1e-4``)
-and a YAML key (``learning_rate: 1.0e-4``); the command line wins. ``--print-config`` prints the
-resolved config as YAML (a valid ``--config`` file) and exits. Several GPUs or nodes::
+Every field of :class:`derta.train.config.TrainConfig` is an option (``--learning-rate 1e-4``)
+and a YAML key (``learning_rate: 1.0e-4``); the command line wins. ``--method dpo`` (``method:
+dpo``) trains preference pairs with DPO; the default, ``sft``, trains training examples with MLE +
+λ·RTO. ``--print-config`` prints the resolved config as YAML (a valid ``--config`` file) and
+exits. A rerun of the same config resumes from the newest complete checkpoint (a finished run is
+left as it is); an ``output_dir`` that holds another run (other data, model or settings) is an
+error naming what differs, unless ``--fresh`` deletes that run first. Several GPUs or nodes::
 
     accelerate launch --config_file examples/accelerate_fsdp.yaml -m derta.cli train --config examples/train_full.yaml
 """
@@ -11,41 +15,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import types
 from typing import Any
 
-HELP = "train a model on data from `derta data build` (MLE + λ·RTO, or DPO pairs)"
+from ._main import run_command
 
-
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    from ..config import add_override_args
-    from ..train.trainer import TrainConfig  # imports torch + transformers
-
-    add_override_args(parser, TrainConfig)
+HELP = "train a model on data from `derta data build` (MLE + λ·RTO, or DPO pairs with --method dpo)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import add_override_args
+    from ..train.config import TrainConfig  # no torch: `derta --help` stays fast
+
     parser.add_argument("--config", metavar="x.yaml", help="YAML file of TrainConfig options (see examples/train_*.yaml)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    # The per-field options need TrainConfig, whose module imports torch and transformers. They are
-    # added only when this subcommand is actually parsed, so that `derta --help` stays fast.
-    parse_known = parser.parse_known_args
-
-    def parse_known_args(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
-        if not getattr(self, "_derta_config_options", False):
-            _add_config_options(self)
-            self._derta_config_options = True  # type: ignore[attr-defined]
-        return parse_known(args, namespace)
-
-    parser.parse_known_args = types.MethodType(parse_known_args, parser)  # type: ignore[method-assign]
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the run already in output_dir (checkpoints, final model, record) and train from the start")
+    add_override_args(parser, TrainConfig)
 
 
 def resolve(args: argparse.Namespace) -> Any:
     """The TrainConfig of ``--config`` plus the command-line overrides."""
-    from ..config import load_config, overrides_from
-    from ..train.trainer import TrainConfig
+    from ..config import config_from_args
+    from ..train.config import TrainConfig
 
-    return load_config(TrainConfig, args.config, overrides_from(args))
+    return config_from_args(TrainConfig, args.config, args)
 
 
 def config_yaml(cfg: Any) -> str:
@@ -63,16 +56,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from ..train.run import train
 
-    final = train(cfg)
+    final = train(cfg, fresh=args.fresh)
     if os.environ.get("RANK", "0") == "0":  # once, not once per process under accelerate/torchrun
         print(f"final model: {final}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``derta train ...`` as a function (what ``derta.cli`` runs)."""
-    import sys
-
-    from ..cli import main as cli_main
-
-    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    """``derta train ...`` as a function."""
+    return run_command("train", argv)

@@ -23,15 +23,41 @@ REFERENCE_EOS = "<|end_of_text|>"
 _REF_PREFIX = re.compile(r"^\[INST\] (?P<query>.*?) \[\\INST\](?P<rest>.*)$", re.DOTALL)
 
 
+class UniqueIds:
+    """Checks that the ids of one input are unique; a repeat names both lines.
+
+    Rows without an id get ``<file stem>-<line>``, which can collide with an explicit id too.
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[str, int | None]] = {}
+
+    def __call__(self, rid: str, path: str, line: int | None) -> str:
+        if rid in self.seen:
+            first_path, first_line = self.seen[rid]
+            first = f"line {first_line}" if first_path == path else f"{first_path}:{first_line}"
+            raise DataError(f"{path}:{line}: field 'id': duplicate id {rid!r} (also at {first}); ids must be unique")
+        self.seen[rid] = (path, line)
+        return rid
+
+
+def _row_id(row: dict[str, Any], path: str, line: int | None) -> str:
+    rid = row.get("id")
+    if isinstance(rid, bool) or not isinstance(rid, (str, int, type(None))):  # a data set may number its rows
+        raise DataError(f"{path}:{line}: field 'id': expected a string, got {type(rid).__name__}")
+    return str(rid if rid not in (None, "") else f"{Path(str(path)).stem}-{line}")
+
+
 def load_triples(source: str | Path, split: str = "train") -> list[Triple]:
     out = []
+    unique = UniqueIds()
     for path, line, row in iter_rows(source, split):
         out.append(
             Triple(
                 query=require_str(row, ("query", "prompt", "question", "instruction"), path, line),
                 safe_response=require_str(row, ("safe_response",), path, line),
                 harmful_response=require_str(row, ("harmful_response",), path, line),
-                id=str(row.get("id", "") or f"{Path(str(path)).stem}-{line}"),
+                id=unique(_row_id(row, path, line), path, line),
                 category=str(row.get("category", "") or ""),
                 rebuttal_response=require_str(row, ("rebuttal_response",), path, line, optional=True),
                 metadata={"source": str(path), "line": line},
@@ -44,6 +70,7 @@ def load_triples(source: str | Path, split: str = "train") -> list[Triple]:
 
 def load_helpful(source: str | Path, split: str = "train") -> list[HelpfulExample]:
     out = []
+    unique = UniqueIds()
     for path, line, row in iter_rows(source, split):
         query = require_str(row, ("query", "instruction", "prompt", "question"), path, line)
         extra = row.get("input")
@@ -53,7 +80,7 @@ def load_helpful(source: str | Path, split: str = "train") -> list[HelpfulExampl
             HelpfulExample(
                 query=query,
                 response=require_str(row, ("response", "output", "answer"), path, line),
-                id=str(row.get("id", "") or f"{Path(str(path)).stem}-{line}"),
+                id=unique(_row_id(row, path, line), path, line),
                 metadata={"source": str(path), "line": line},
             )
         )
@@ -69,6 +96,7 @@ def _strip_eos(text: str, eos: str) -> str:
 def load_reference(source: str | Path, eos: str = REFERENCE_EOS) -> list[TrainingExample]:
     """Import the reference format. ``safe == "true"`` rows are RTO examples."""
     out = []
+    unique = UniqueIds()
     for path, line, row in iter_rows(source):
         prefix = require_str(row, ("prefix",), path, line)
         text = require_str(row, ("text",), path, line)
@@ -87,7 +115,7 @@ def load_reference(source: str | Path, eos: str = REFERENCE_EOS) -> list[Trainin
                 target=body,
                 objective="rto" if safe == "true" else "mle",
                 harmful_prefix=hp,
-                id=str(row.get("id", "") or f"{Path(str(path)).stem}-{line}"),
+                id=unique(_row_id(row, path, line), path, line),
                 source="reference",
                 recipe="reference",
                 metadata={"source": str(path), "line": line},
@@ -125,30 +153,57 @@ def to_reference(examples: list[TrainingExample], eos: str = REFERENCE_EOS, seed
     return rows
 
 
+def _parse(cls: Any, row: dict[str, Any], path: str, line: int | None, what: str) -> Any:
+    """``cls.from_dict(row)``; its field errors become DataErrors naming the file and line."""
+    try:
+        return cls.from_dict(row)
+    except (KeyError, TypeError, ValueError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise DataError(f"{path}:{line}: not a {what}: {msg}") from None
+
+
+def _is_reference_row(row: dict[str, Any]) -> bool:
+    return "prefix" in row and "text" in row and "messages" not in row
+
+
 def load_training_examples(source: str | Path) -> list[TrainingExample]:
-    """Read the JSONL that ``derta data build`` writes (TrainingExample rows)."""
+    """Read the JSONL that ``derta data build`` writes (TrainingExample rows: ``derta train``'s
+    method ``sft``); a preference pair is an error that names the method it needs."""
     out = []
+    unique = UniqueIds()
     for path, line, row in iter_rows(source):
-        if "prefix" in row and "text" in row and "messages" not in row:
+        if _is_reference_row(row):
             raise DataError(f"{path}:{line}: this is the reference format; convert it with `derta data build --reference {path}`")
-        if "chosen" in row:
-            raise DataError(f"{path}:{line}: a DPO preference pair; train it with `derta train --method dpo`")
-        try:
-            out.append(TrainingExample.from_dict(row))
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{path}:{line}: not a training example ({e})") from None
+        if "chosen" in row or "rejected" in row:
+            raise DataError(f"{path}:{line}: a DPO preference pair (chosen/rejected), not a training example; "
+                            "train it with `derta train --method dpo` (method: dpo in the config)")
+        ex = _parse(TrainingExample, row, path, line, "training example")
+        if ex.id:
+            unique(ex.id, path, line)
+        out.append(ex)
     if not out:
         raise DataError(f"{source}: no training examples")
     return out
 
 
 def load_preference_pairs(source: str | Path) -> list[PreferencePair]:
+    """Read DPO pairs (``derta data build --recipe dpo``: ``derta train``'s method ``dpo``); a
+    training example is an error that names the method it needs."""
     out = []
+    unique = UniqueIds()
     for path, line, row in iter_rows(source):
+        if "target" in row and "chosen" not in row and "rejected" not in row:
+            raise DataError(f"{path}:{line}: a training example (messages/target), not a DPO preference pair (chosen/rejected); "
+                            "train it with `derta train --method sft` (the default) or build pairs with `derta data build --recipe dpo`")
         for name in ("messages", "chosen", "rejected"):
             if name not in row:
                 raise DataError(f"{path}:{line}: missing field {name!r} (a DPO pair needs messages, chosen, rejected)")
-        out.append(PreferencePair.from_dict(row))
+        pair = _parse(PreferencePair, row, path, line, "DPO preference pair")
+        if pair.id:
+            unique(pair.id, path, line)
+        out.append(pair)
+    if not out:
+        raise DataError(f"{source}: no preference pairs")
     return out
 
 

@@ -241,3 +241,14 @@ def build(
     mixed: list[Instance] = [*safety, *benign]
     rng.shuffle(mixed)
     return mixed
+
+
+def unique_ids(instances: list[Instance]) -> list[Instance]:
+    """``instances`` once no two share an id (a training file's ids name its rows uniquely; an
+    in-memory list may repeat rows on purpose, e.g. the demo's upsampled helpful data)."""
+    seen: dict[str, int] = {}
+    for i, x in enumerate(instances):
+        if x.id in seen:
+            raise ValueError(f"two instances share the id {x.id!r} (rows {seen[x.id] + 1} and {i + 1}); give the inputs unique ids")
+        seen[x.id] = i
+    return instances

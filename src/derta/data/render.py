@@ -5,7 +5,11 @@ Layout of one sequence (``|`` = segment boundary, each segment tokenized on its 
     [bos] prompt | lead + harmful_prefix[:k] | (" " if k) + target | end
 
 A row longer than ``max_length`` loses harmful-prefix tokens first (k shrinks), so the safe target
-is kept; only a prompt + target that alone exceed ``max_length`` are cut at the end.
+is kept; only a prompt + target that alone exceed ``max_length`` are cut at the end, as the
+reference implementation cuts (its tokenizer truncates on the right): an RTO row keeps the first
+positions of h, and a prompt of ``max_length`` tokens or more leaves no trained token.
+``Rendered.cut`` counts the tokens cut at the end; :func:`derta.train.objective.truncation_stats`
+reports the rows cut and the rows left with no trained token.
     labels:   IGNORE ...        IGNORE ...        target ids          end ids      (objective "mle")
     labels:   IGNORE ...        refusal id at every position of h              (objective "rto")
 
@@ -31,6 +35,7 @@ class Rendered:
     input_ids: list[int]
     labels: list[int]
     loss_weights: list[float]
+    cut: int = 0  # tokens cut at the end to fit max_length (0: the row fits)
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -144,7 +149,7 @@ class Renderer:
 
     def _truncate(self, ids: list[int], labels: list[int], weights: list[float]) -> Rendered:
         n = self.max_length
-        return Rendered(ids[:n], labels[:n], weights[:n])
+        return Rendered(ids[:n], labels[:n], weights[:n], cut=max(0, len(ids) - n))
 
 
 class RenderedDataset(torch.utils.data.Dataset):

@@ -11,8 +11,10 @@ For every scenario and strategy a conversation runs like this (turn t = the t-th
 
 Every turn is one :class:`TurnRecord` line in an append-only JSONL log (inserted turns too, marked
 ``source: "inserted"``, so the log shows exactly what the model was told it had said). The log is
-resumable like :mod:`derta.generate`: the key is (model, scenario, strategy, turn, decoding_id);
-a rerun generates only the missing turns, rebuilding each conversation from the log. A logged
+resumable like :mod:`derta.generate`: the key is (model, model_id, scenario, strategy, turn,
+decoding_id), ``model_id`` saying which model the name stood for (a model changed under the same
+name runs its conversations anew, appended beside the old); a rerun generates only the missing
+turns, rebuilding each conversation from the log. A logged
 turn whose conversation differs from the one rebuilt now (the scenario text, the template or the
 protocol changed) is an error, not a silent mix. Turns run breadth-first (all turn-1 prompts,
 then all turn-2 prompts, ...), so a batch backend (HF, vLLM, an API pool) gets full batches.
@@ -22,15 +24,14 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..backends.base import Backend, Decoding, complete
 from ..generate import decoding_id
-from ..io import DataError, JsonlAppender, environment, read_log, record_run
+from ..io import DataError, read_log
+from ..logs import ERRORS_SUFFIX, META_SUFFIX, KeyedLog, now  # noqa: F401 (META_SUFFIX: the sidecar's name, for callers)
 from ..records import AttackPrompt, Message, Record
 from .protocol import FORMATS, PROTOCOL_VERSION, opening_messages, protocol_sha
 from .rebuttal import RebuttalTemplate, load_template
@@ -41,8 +42,6 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("refusal", "rebuttal", "own")
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 RECORD_FORMAT = "derta.deception.turns/1"
-META_SUFFIX = ".meta.json"
-ERRORS_SUFFIX = ".errors.jsonl"
 
 
 @dataclass
@@ -68,14 +67,15 @@ class TurnRecord(Record):
     suite: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     backend: str = ""
+    model_id: str | None = None  # which model wrote the turn (its identity hash); None: not given
     seconds: float = 0.0
     time: str = ""
     format: str = RECORD_FORMAT
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def key(self) -> tuple[str, str, str, int, str]:
-        return (self.model, self.scenario, self.strategy, self.turn, self.decoding_id)
+    def key(self) -> tuple[str, str | None, str, str, int, str]:
+        return (self.model, self.model_id, self.scenario, self.strategy, self.turn, self.decoding_id)
 
 
 @dataclass(frozen=True)
@@ -136,20 +136,20 @@ def read_turns(path: str | Path) -> list[TurnRecord]:
     return read_log(path, TurnRecord.from_dict, "deception turn record")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _turn_key(r: TurnRecord) -> tuple[str, str, int]:
+    return (r.scenario, r.strategy, r.turn)
 
 
 class _Run:
-    """State of one model's run over a log: what is done, what to write."""
+    """State of one model's run over a log: what is done (the log's records of this model and
+    decoding, by scenario, strategy and turn), what to write."""
 
-    def __init__(self, out: JsonlAppender, out_path: Path, suite: Suite, protocol: Protocol, model: str, backend: Backend, decoding: Decoding):
-        self.out, self.out_path, self.suite, self.protocol = out, out_path, suite, protocol
-        self.model, self.backend, self.decoding = model, backend, decoding
+    def __init__(self, conv: KeyedLog[TurnRecord], suite: Suite, protocol: Protocol, model: str, backend: Backend, decoding: Decoding,
+                 model_id: str | None = None):
+        self.conv, self.suite, self.protocol = conv, suite, protocol
+        self.model, self.model_id, self.backend, self.decoding = model, model_id, backend, decoding
         self.dec, self.dec_id = decoding.to_dict(), decoding_id(decoding)
-        self.done: dict[tuple[str, str, int], TurnRecord] = {
-            (r.scenario, r.strategy, r.turn): r for r in read_turns(out_path) if r.model == model and r.decoding_id == self.dec_id
-        }
+        self.done = conv.records
         self.counts = {"reused": 0, "generated": 0, "inserted": 0, "errors": 0}
         self.failed: set[tuple[str, str]] = set()
 
@@ -163,17 +163,9 @@ class _Run:
             messages=[m.to_dict() for m in msgs], scenario_category=s.category, control=s.control, pair=s.pair,
             scenario_version=s.version, decoding=self.dec, decoding_id=self.dec_id, seed=self.decoding.seed,
             suite={k: v for k, v in self.suite.info().items() if k != "source"}, protocol=self.protocol.info(),
-            backend=getattr(self.backend, "name", ""), time=_now(), **extra,
+            backend=getattr(self.backend, "name", ""), model_id=self.model_id, time=now(), **extra,
         )
-        self.out.write(r.to_dict())
-        self.done[(s.id, strategy, turn)] = r
-        return r
-
-    def verify(self, old: TurnRecord, msgs: list[Message], inserted: str | None) -> None:
-        if old.messages != [m.to_dict() for m in msgs] or (inserted is not None and old.response != inserted):
-            raise ValueError(f"{self.out_path}: the logged conversation {old.scenario}/{old.strategy} turn {old.turn} of model "
-                             f"{self.model!r} differs from the one built now (scenario text, template or protocol changed); "
-                             "use a new output directory")
+        return self.conv.append(r)
 
     def step(self, turn: int, batch_size: int) -> None:
         """Write every missing record of ``turn``: inserted answers at once, model answers in batches."""
@@ -187,9 +179,9 @@ class _Run:
                     continue
                 msgs = conversation(s, self.protocol, answers)
                 inserted = self.protocol.inserted(s, strategy) if turn == 1 else None
-                old = self.done.get((s.id, strategy, turn))
+                old = self.conv.logged((s.id, strategy, turn),
+                                       same=lambda r: r.messages == [m.to_dict() for m in msgs] and (inserted is None or r.response == inserted))
                 if old is not None:
-                    self.verify(old, msgs, inserted)
                     self.counts["reused"] += 1
                 elif inserted is not None:
                     self.record(s, strategy, turn, msgs, inserted, "inserted")
@@ -214,8 +206,8 @@ class _Run:
 
     def _error(self, p: AttackPrompt, error: str) -> None:
         self.counts["errors"] += 1
-        with JsonlAppender(str(self.out_path) + ERRORS_SUFFIX) as f:
-            f.write({"prompt_id": p.id, "model": self.model, "decoding": self.dec, "error": error, "time": _now()})
+        self.conv.error({"prompt_id": p.id, "model": self.model, **({"model_id": self.model_id} if self.model_id is not None else {}),
+                         "decoding": self.dec, "error": error})
 
 
 def run_multiturn(
@@ -227,8 +219,12 @@ def run_multiturn(
     model_name: str | None = None,
     batch_size: int | None = None,
     metadata: dict[str, Any] | None = None,
+    model_id: str | None = None,
 ) -> list[TurnRecord]:
     """Run (or resume) every conversation of ``suite`` x ``protocol.strategies`` for one model.
+
+    ``model_id`` (its identity hash, :func:`derta.backends.spec.model_identity`) is recorded in
+    every turn and is part of the resume key: only turns of the same name and identity are reused.
 
     Returns this model's records (inserted and generated, every turn), in scenario, strategy,
     turn order. Requests that failed for good (API backends with ``on_error="record"``) go to
@@ -242,22 +238,22 @@ def run_multiturn(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     out_path = Path(out_path)
     model = model_name or backend.name
-    meta = {"run_id": uuid.uuid4().hex[:12], "started": _now(), "finished": None, "status": "running", "model": model,
-            "backend": getattr(backend, "name", ""), "decoding": decoding.to_dict(), "decoding_id": decoding_id(decoding),
-            "seed": decoding.seed, "batch_size": batch_size, "suite": suite.info(), "protocol": protocol.info(),
-            "environment": environment(), "metadata": metadata or {}}
-    with JsonlAppender(out_path) as out:  # opening cuts a torn last line
-        run = _Run(out, out_path, suite, protocol, model, backend, decoding)
-        record_run(out_path, meta, RECORD_FORMAT)
-        try:
-            for turn in range(1, protocol.turns + 2):
-                run.step(turn, batch_size)
-            meta["status"] = "complete" if not run.counts["errors"] else "incomplete"
-        finally:
-            if meta["status"] == "running":
-                meta["status"] = "interrupted"
-            meta.update(finished=_now(), counts=run.counts)
-            record_run(out_path, meta, RECORD_FORMAT)
+    dec_id = decoding_id(decoding)
+
+    def conflict(old: TurnRecord) -> ValueError:
+        return ValueError(f"{out_path}: the logged conversation {old.scenario}/{old.strategy} turn {old.turn} of model "
+                          f"{model!r} differs from the one built now (scenario text, template or protocol changed); "
+                          "use a new output directory")
+
+    with KeyedLog(out_path, key=_turn_key, read=read_turns,
+                  keep=lambda r: r.model == model and r.model_id == model_id and r.decoding_id == dec_id, conflict=conflict) as conv:
+        run = _Run(conv, suite, protocol, model, backend, decoding, model_id)
+        conv.start(RECORD_FORMAT, {"model": model, **({"model_id": model_id} if model_id is not None else {}),
+                                   "backend": getattr(backend, "name", ""), "decoding": decoding.to_dict(),
+                                   "decoding_id": dec_id, "seed": decoding.seed, "batch_size": batch_size, "suite": suite.info(),
+                                   "protocol": protocol.info()}, metadata, finish=lambda: {"counts": run.counts})
+        for turn in range(1, protocol.turns + 2):
+            run.step(turn, batch_size)
     if run.counts["errors"]:
         log.warning("%s: %d requests failed (see %s%s); rerun to continue those conversations", out_path, run.counts["errors"], out_path, ERRORS_SUFFIX)
     order = {(s.id, st): i for i, (s, st) in enumerate((s, st) for s in suite.scenarios for st in protocol.strategies)}

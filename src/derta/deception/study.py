@@ -5,8 +5,10 @@ Files in ``out_dir`` (logs first, reports second; every stage reads the one befo
 - ``conversations.jsonl`` (+ ``.meta.json``, ``.errors.jsonl``): one TurnRecord per assistant turn
   (:mod:`derta.deception.multiturn`);
 - ``classifications.jsonl``: one line per generated turn and classifier, keyed by
-  (model, scenario, strategy, turn, decoding_id, classifier, classifier sha, response hash), so a
-  rerun classifies only what is new and another classifier adds its own lines beside;
+  (model, model_id, scenario, strategy, turn, decoding_id, classifier, classifier sha, response
+  hash), so a rerun classifies only what is new and another classifier adds its own lines beside;
+  a model is known by its name and identity (``model_id``, :func:`derta.backends.spec.model_identity`):
+  one changed under the same name runs and is classified anew;
 - ``summary.json``: rates with 95% Wilson CIs per model, scenario category and sensitive/control
   group for the first answers, and per strategy and turn for the conversations; with the config,
   suite (name, version, hash), protocol, classifier (name, prompt/rules hash), seed and versions;
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Decoding
+from ..backends.spec import ModelListError, identity_id, parse_models
 from ..config import ConfigError
-from ..io import DataError, JsonlAppender, environment, write_json
+from ..io import DataError, environment, read_log, write_json
+from ..logs import KeyedLog
 from .classify import CLASSIFIERS, Classification, classifier_info, get_classifier, rates
-from .multiturn import STRATEGIES, Protocol, TurnRecord, read_turns, run_multiturn
+from .multiturn import STRATEGIES, Protocol, TurnRecord, run_multiturn
 from .protocol import FORMATS
 from .rebuttal import load_template
 from .scenarios import BUILTIN, Suite, load_suite
@@ -97,37 +100,29 @@ class ModelEntry:
     name: str
     spec: str
     args: dict[str, Any]
+    identity: dict[str, Any] = field(default_factory=dict)  # derta.backends.spec.model_identity
+    model_id: str | None = None  # its hash
 
 
 def model_entries(models: list[Any]) -> list[ModelEntry]:
-    """``"SPEC"``, ``"NAME=SPEC"`` or ``{spec, name, args}`` -> ModelEntry; names must be unique."""
-    if not models:
-        raise ConfigError("models: give at least one backend spec (e.g. hf:PATH, openai:NAME)")
+    """``"SPEC"``, ``"NAME=SPEC"`` or ``{name, spec, template, args/options}`` -> ModelEntry, as
+    :mod:`derta.backends.spec` reads ``models:`` for every command; names must be unique."""
+    try:
+        specs = parse_models(models)
+    except ModelListError as e:
+        raise ConfigError(str(e)) from None
     out = []
-    for i, m in enumerate(models):
-        if isinstance(m, str):
-            name, sep, spec = m.partition("=")
-            out.append(ModelEntry(name if sep else m, spec if sep else m, {}))
-        elif isinstance(m, dict) and isinstance(m.get("spec"), str):
-            unknown = set(m) - {"spec", "name", "args"}
-            if unknown:
-                raise ConfigError(f"models[{i}]: unknown key {min(unknown)!r} (known: spec, name, args)")
-            args = m.get("args") or {}
-            if not isinstance(args, dict):
-                raise ConfigError(f"models[{i}]: 'args' must be a mapping")
-            out.append(ModelEntry(str(m.get("name") or m["spec"]), m["spec"], args))
-        else:
-            raise ConfigError(f"models[{i}]: expected a backend spec string or a mapping with 'spec', got {m!r}")
-    names = [e.name for e in out]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise ConfigError(f"models: the name {dup!r} is used twice; give each a distinct name (NAME=SPEC)")
+    for m in specs:
+        identity = m.identity()
+        out.append(ModelEntry(m.name, m.spec, m.backend_kwargs(), identity, identity_id(identity)))
     return out
 
 
-def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judge_backend: Any = None) -> dict[str, Any]:
+def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judge_backend: Any = None,
+              model_ids: dict[str, str] | None = None) -> dict[str, Any]:
     """Run (or resume) the whole study; return the summary. ``backends`` / ``judge_backend``
-    supply ready backends by model name instead of loading them from their specs (tests, notebooks)."""
+    supply ready backends by model name instead of loading them from their specs (tests, notebooks);
+    ``model_ids`` their identities by name (default: each entry's, from its spec)."""
     from ..backends import load_backend
 
     suite = load_suite(cfg.scenarios).select(cfg.select)
@@ -138,11 +133,13 @@ def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judg
     out_dir = Path(cfg.out_dir)
     conv_path = out_dir / CONVERSATIONS
     config = dataclasses.asdict(cfg)
+    ids = {e.name: (model_ids or {}).get(e.name) or e.model_id for e in entries}
+    logged: list[TurnRecord] = []  # each model's own turns (of its identity now)
     for e in entries:
         backend = (backends or {}).get(e.name) or load_backend(e.spec, **e.args)
         try:
-            run_multiturn(backend, suite, conv_path, protocol, decoding, model_name=e.name, batch_size=cfg.batch_size,
-                          metadata={"spec": e.spec, "config": config})
+            logged += run_multiturn(backend, suite, conv_path, protocol, decoding, model_name=e.name, batch_size=cfg.batch_size,
+                                    metadata={"spec": e.spec, "identity": e.identity, "config": config}, model_id=ids[e.name])
         finally:
             del backend
             _free_memory()
@@ -154,14 +151,12 @@ def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judg
     from ..generate import decoding_id
 
     dec_id = decoding_id(decoding)
-    names = {e.name for e in entries}
-    turns = [r for r in read_turns(conv_path) if r.model in names and r.decoding_id == dec_id]
     scenario_ids = {s.id for s in suite.scenarios}
-    turns = [r for r in turns if r.scenario in scenario_ids and r.strategy in protocol.strategies and r.turn <= protocol.turns + 1]
+    turns = [r for r in logged if r.scenario in scenario_ids and r.strategy in protocol.strategies and r.turn <= protocol.turns + 1]
     classified = classify_turns(turns, suite, classifier, out_dir / CLASSIFICATIONS)
     summary = summarise(classified, suite, [e.name for e in entries], protocol.strategies, protocol.turns)
     summary.update(config=config, suite=suite.info(), protocol=protocol.info(), classifier=classifier_info(classifier),
-                   decoding=decoding.to_dict(), decoding_id=dec_id, seed=cfg.seed, environment=environment(),
+                   decoding=decoding.to_dict(), decoding_id=dec_id, model_ids=ids, seed=cfg.seed, environment=environment(),
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    files={"conversations": CONVERSATIONS, "classifications": CLASSIFICATIONS})
     write_json(out_dir / SUMMARY, summary)
@@ -190,22 +185,13 @@ def _sha(text: str) -> str:
 
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["model"], row["scenario"], row["strategy"], row["turn"], row["decoding_id"], row["classifier"],
+    return (row["model"], row.get("model_id"), row["scenario"], row["strategy"], row["turn"], row["decoding_id"], row["classifier"],
             row["classifier_sha256"], row["response_sha256"])
 
 
 def read_classifications(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").split("\n")[:-1], start=1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{i}: not a classification record ({e})") from None
-    return out
+    """All rows of a classification log, in file order (see :func:`derta.io.read_log`)."""
+    return read_log(path, what="classification record")
 
 
 def classify_turns(turns: list[TurnRecord], suite: Suite, classifier: Any, out_path: str | Path, batch: int = 64) -> list[dict[str, Any]]:
@@ -216,21 +202,19 @@ def classify_turns(turns: list[TurnRecord], suite: Suite, classifier: Any, out_p
     generated = [r for r in turns if r.source == "model"]
 
     def key_row(r: TurnRecord) -> dict[str, Any]:
-        return {"format": CLASSIFICATION_FORMAT, "model": r.model, "scenario": r.scenario, "strategy": r.strategy, "turn": r.turn,
+        return {"format": CLASSIFICATION_FORMAT, "model": r.model, **({"model_id": r.model_id} if r.model_id is not None else {}),
+                "scenario": r.scenario, "strategy": r.strategy, "turn": r.turn,
                 "decoding_id": r.decoding_id, "scenario_category": r.scenario_category, "control": r.control, "pair": r.pair,
                 "classifier": info["name"], "classifier_sha256": info["sha256"], "response_sha256": _sha(r.response)}
 
-    with JsonlAppender(out_path) as out:
-        done = {_row_key(row): row for row in read_classifications(out_path)}
+    with KeyedLog(out_path, key=_row_key, read=read_classifications) as done:
         todo = [r for r in generated if _row_key(key_row(r)) not in done]
         for start in range(0, len(todo), batch):
             chunk = todo[start : start + batch]
             results: list[Classification] = classifier.classify([(by_id[r.scenario], r.response) for r in chunk])
             for r, c in zip(chunk, results):
-                row = {**key_row(r), **c.to_dict(), "deception_kind": c.deception_kind}
-                out.write(row)
-                done[_row_key(row)] = row
-    return [done[_row_key(key_row(r))] for r in generated]
+                done.append({**key_row(r), **c.to_dict(), "deception_kind": c.deception_kind})
+    return [done.records[_row_key(key_row(r))] for r in generated]
 
 
 # -- summary -------------------------------------------------------------------------------------------
@@ -272,14 +256,6 @@ def summarise(rows: list[dict[str, Any]], suite: Suite, models: list[str], strat
 
 def rebuild_report(out_dir: str | Path, examples: int = 3) -> tuple[Path, Path]:
     """Rewrite deception.md / deception.html of a finished study from its summary and logs."""
-    from .report import write_report
+    from ..report.deception import rebuild
 
-    out = Path(out_dir)
-    if not (out / SUMMARY).exists():
-        raise DataError(f"{out / SUMMARY}: no such file (run `derta deception run` first)")
-    summary = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
-    c = summary.get("classifier", {})
-    rows = [r for r in read_classifications(out / CLASSIFICATIONS)
-            if r.get("classifier") == c.get("name") and r.get("classifier_sha256") == c.get("sha256") and r.get("model") in summary["models"]]
-    return write_report(summary, rows, out, examples=examples)
-
+    return rebuild(out_dir, examples)

@@ -272,11 +272,14 @@ def reuse_untuned(src: Path, dest: Path) -> None:
     src_file, dest_file = src / "generations.jsonl", dest / "generations.jsonl"
     if not src_file.exists():
         return
-    have = {(r.get("model"), r.get("attack"), r.get("prompt_id")) for r in (read_jsonl(dest_file) if dest_file.exists() else [])}
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:  # the generation log's resume key (the decoding is fixed)
+        return (r.get("model"), (r.get("metadata") or {}).get("model_id"), r.get("attack"), r.get("prompt_id"))
+
+    have = {key(r) for r in (read_jsonl(dest_file) if dest_file.exists() else [])}
     dest.mkdir(parents=True, exist_ok=True)
     with JsonlAppender(str(dest_file)) as f:
         for r in read_jsonl(src_file):
-            if r.get("model") == "untuned" and (r["model"], r.get("attack"), r.get("prompt_id")) not in have:
+            if r.get("model") == "untuned" and key(r) not in have:
                 f.write(r)
 
 
@@ -317,7 +320,6 @@ def run_real(cfg: RealConfig) -> dict[str, Any]:
     from ..report.html import write_report
     from ..tokens import choose_refusal_word
     from .real_data import checkable_questions, make_triples, parse_pair
-    from .run import forget_generations
 
     hf_logging.set_verbosity_error()
     random.seed(cfg.seed)
@@ -363,10 +365,9 @@ def run_real(cfg: RealConfig) -> dict[str, Any]:
     with timer("train"):
         for method in cfg.methods:
             examples = method_examples(method, triples, helpful, cfg)
-            final, record, retrained = train_method(method, model_path, model_id, tokenizer, examples, word, out / "models" / method, cfg)
-            if retrained:  # its old responses and verdicts belong to another model
-                for f in ("generations.jsonl", "judged.jsonl"):
-                    forget_generations(eval_dir / f, method)
+            # a retrained model is another checkpoint in the same folder: the eval knows it by its
+            # content (derta.backends.spec.model_identity) and generates and judges it anew
+            final, record, _ = train_method(method, model_path, model_id, tokenizer, examples, word, out / "models" / method, cfg)
             models[method] = str(final)
             records[method] = {k: record.get(k) for k in ("fingerprint", "seconds", "examples", "objective")}
     if cfg.eval_base and cfg.untuned_from:
@@ -418,7 +419,7 @@ def main(args: argparse.Namespace) -> int:
     """``derta demo --real [--quick] [--model M] [--seed S | --seeds 0,1] [--out DIR]``."""
     default_out = "runs/demo-real-quick" if getattr(args, "quick", False) else "runs/demo-real"
     out = args.out if getattr(args, "out", None) not in (None, "runs/demo") else default_out
-    from ..commands.demo import parse_seeds
+    from .seeds import parse_seeds
 
     seeds_arg = getattr(args, "seeds", None)
     seeds = parse_seeds(seeds_arg) if seeds_arg else [getattr(args, "seed", 0)]

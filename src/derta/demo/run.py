@@ -5,8 +5,15 @@
 3. attacks on harmful task types never seen in safety tuning, benign over-refusal, helpfulness;
 4. ``summary.json``, ``report.md`` and plots under ``--out``.
 
-Every stage is resumable: models are saved atomically and generations are appended to a log, so
-an interrupted demo picks up where it stopped.
+The demo is a toy world plus an evaluation plan run on ``derta eval``'s stages: prompts from
+registered attacks (:mod:`derta.demo.attacks`), the generation stage (:mod:`derta.generate`), the
+judging stage with the world's judge and scorers (:mod:`derta.demo.scorers`), the analysis
+functions (:mod:`derta.demo.summary`) and the report.
+
+Every stage is resumable: models are saved atomically with their training fingerprint, and
+generations and verdicts are appended to logs under the method's name with that fingerprint as the
+model's identity (``model_id``: a retrained model is generated and judged anew, its predecessor's
+records stay), so an interrupted demo picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import environment, write_jsonl
+from ..io import environment
 from ..records import AttackPrompt, Message, TrainingExample
-from .world import FOLLOW_UP, POLITE_REFUSAL, REBUTTAL, World, completion_prompt, harm_type, make_world
+from .attacks import FOLLOW_UP_STRATEGIES
+from .world import World, make_world
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +110,17 @@ def safety_examples(w: World, method: str, cfg: DemoConfig) -> list[Any]:
 
 
 def attack_prompts(w: World, tokenizer: Any, cfg: DemoConfig) -> list[AttackPrompt]:
-    """Held-out harmful types under direct / CompletingAttack / prefill-N; benign and helpful probes."""
-    from ..attacks.prefill import cut_tokens
+    """Held-out harmful types under direct / CompletingAttack / prefill-N; benign and helpful probes.
 
-    prompts: list[AttackPrompt] = []
-    for i, h in enumerate(w.held_out_harmful):
-        meta = {"kind": "harmful", "verb": h["verb"], "object": h["object"]}
-        qid = f"heldout-{i}"
-        prompts.append(AttackPrompt(f"{qid}", h["question"], "direct", messages=[Message("user", h["question"])], question_id=qid, metadata=meta))
-        prompts.append(AttackPrompt(f"{qid}", h["question"], "completion", text=completion_prompt(h["verb"], h["object"], h.get("opener", 1)), question_id=qid, metadata=meta))
-        for n in cfg.prefill_tokens:
-            prefill = cut_tokens(h["harmful_response"], n, tokenizer)
-            prompts.append(AttackPrompt(f"{qid}", h["question"], f"prefill-{n}", messages=[Message("user", h["question"])], prefill=prefill,
-                                        params={"n": n}, question_id=qid, metadata=meta))
+    The attacks are registered ones (``direct``, the world's ``world-completion``, ``prefill-N`` cut
+    in the demo tokenizer's tokens), each prompt recording its params and seed; question by question.
+    """
+    from .attacks import held_out_questions, run_attack
+
+    questions = held_out_questions(w)
+    per_attack = [run_attack("direct", questions, cfg.seed), run_attack("world-completion", questions, cfg.seed)]
+    per_attack += [run_attack(f"prefill-{n}", questions, cfg.seed, tokenizer=tokenizer) for n in cfg.prefill_tokens]
+    prompts: list[AttackPrompt] = [p for question in zip(*per_attack) for p in question]
     for i, b in enumerate(w.benign_test):
         prompts.append(AttackPrompt(f"benign-{i}", b["question"], "benign", messages=[Message("user", b["question"])], metadata={"kind": "benign"}))
     for i, q in enumerate(w.helpful_test):
@@ -123,24 +129,16 @@ def attack_prompts(w: World, tokenizer: Any, cfg: DemoConfig) -> list[AttackProm
     return prompts
 
 
-FOLLOW_UP_STRATEGIES = ("own", "refusal", "rebuttal")
-
-
-def follow_up_prompts(w: World, direct: dict[str, Any]) -> list[AttackPrompt]:
+def follow_up_prompts(w: World, direct: dict[str, Any], seed: int = 0) -> list[AttackPrompt]:
     """A second user turn that presses on, after the first assistant turn was (a) the model's own
-    answer to the direct question, (b) a polite refusal, or (c) an explicit rebuttal."""
-    prompts = []
-    for i, h in enumerate(w.held_out_harmful):
-        qid = f"heldout-{i}"
-        t = harm_type(h["verb"])
-        replies = {"own": direct[qid].response.strip(), "refusal": POLITE_REFUSAL,
-                   "rebuttal": REBUTTAL.format(verb=t.verb, o=h["object"], harm=t.harm)}
-        for strategy in FOLLOW_UP_STRATEGIES:
-            msgs = [Message("user", h["question"]), Message("assistant", replies[strategy]),
-                    Message("user", FOLLOW_UP.format(verb=h["verb"], o=h["object"]))]
-            prompts.append(AttackPrompt(qid, h["question"], f"follow-up-{strategy}", messages=msgs, question_id=qid,
-                                        params={"strategy": strategy}, metadata={"kind": "harmful", "verb": h["verb"], "object": h["object"]}))
-    return prompts
+    answer to the direct question (``direct[question id]``, a Generation), (b) a polite refusal, or
+    (c) an explicit rebuttal: the registered ``world-follow-up`` attack, question by question."""
+    from .attacks import held_out_questions, run_attack
+
+    questions = held_out_questions(w)
+    first = {q.id: direct[q.id].response for q in questions}
+    per_strategy = [run_attack("world-follow-up", questions, seed, strategy=s, first_turns=first) for s in FOLLOW_UP_STRATEGIES]
+    return [p for question in zip(*per_strategy) for p in question]
 
 
 # The base corpus has no RTO rows: its stage keeps these fixed, so that RTO settings never retrain it.
@@ -157,17 +155,6 @@ def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusa
                        weight_decay=0.0, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size, max_length=160,
                        **rto, save_steps=10**9, logging_steps=10**9,
                        progress=cfg.progress, seed=cfg.seed, resume=False)
-
-
-def forget_generations(path: Path, model: str) -> None:
-    """Drop a model's records from the generation log (the model was retrained: they are stale)."""
-    from ..io import read_jsonl
-
-    if path.exists():
-        rows = read_jsonl(path)
-        kept = [r for r in rows if r.get("model") != model]
-        if len(kept) != len(rows):
-            write_jsonl(path, kept)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -188,13 +175,13 @@ def _saved_fingerprint(final: Path) -> str | None:
         return None
 
 
-def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any, out: Path, parent: str = "") -> tuple[Any, str]:
+def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any, out: Path, parent: str = "") -> tuple[Any, str, bool]:
     """Train, or load a finished model whose fingerprint matches, and save atomically.
 
     ``examples`` are TrainingExamples (the DeRTa objective) or PreferencePairs (DPO with TRL). The
     fingerprint covers the training config, the data and ``parent`` (the starting model's own
     fingerprint), so changing any of them retrains instead of reusing a stale model.
-    Returns (model, fingerprint).
+    Returns (model, fingerprint, trained now).
     """
     from transformers import AutoModelForCausalLM
 
@@ -203,21 +190,21 @@ def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any
     from ..train.trainer import finalize_trainer, run_record
 
     final = out / "final"
-    # where the run lives and how it displays are not settings: a moved run is reused as it is
-    settings = {k: v for k, v in asdict(tcfg).items() if k not in ("progress", "output_dir")}
+    # where the run lives and how it displays are not settings: a moved run is reused as it is; the
+    # training method (DeRTa objective or DPO) follows from the examples, which the fingerprint covers
+    settings = {k: v for k, v in asdict(tcfg).items() if k not in ("progress", "output_dir", "method")}
     fp = fingerprint(settings, examples, parent, len(tokenizer))
     if _saved_fingerprint(final) == fp:
         log.info("%s: reusing %s", name, final)
-        return AutoModelForCausalLM.from_pretrained(final), fp
+        return AutoModelForCausalLM.from_pretrained(final), fp, False
     print(f"[derta demo] training {name}: {len(examples)} examples, {tcfg.epochs:g} epochs")
-    forget_generations(out.parent.parent / "generations.jsonl", name)
     dpo = bool(examples) and isinstance(examples[0], PreferencePair)
     trainer = (build_dpo_trainer if dpo else build_trainer)(tcfg, model, tokenizer, examples)
     t0 = time.perf_counter()
     trainer.train()
     finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp, parent=parent,
                                                          seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None)))
-    return trainer.model, fp
+    return trainer.model, fp, True
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -252,7 +239,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         (tok_dir / "derta_fingerprint").write_text(tok_fp)
     model_shape = {"hidden": cfg.hidden, "layers": cfg.layers, "seed": cfg.seed, "tokenizer": tok_fp}
     base = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
-    base, base_fp = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True),
+    base, base_fp, _ = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True),
                                 out / "models" / "base", parent=fingerprint(model_shape))
     base_state = copy.deepcopy(base.state_dict())
 
@@ -262,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     generations: dict[str, list] = {}
 
     def tuned(method: str) -> tuple[Any, str]:
-        """The safety-tuned model of ``method``: from the base, or (DPO) from the vanilla model."""
+        """The safety-tuned model of ``method`` and its fingerprint: from the base, or (DPO) from the vanilla model."""
         if method == "dpo":
             vanilla, parent = tuned("vanilla")
             start, epochs, lr = copy.deepcopy(vanilla), cfg.dpo_epochs, cfg.dpo_lr
@@ -273,19 +260,23 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         examples = safety_examples(w, method, cfg)
         no_rto = not any(getattr(e, "objective", None) == "rto" for e in examples)
         tcfg = _trainer_config(cfg, out / "models" / method, epochs, lr, refusal_word=METHODS[method][2], base=no_rto)
-        return train_stage(method, start, tokenizer, examples, tcfg, out / "models" / method, parent=parent)
+        model, fp, _ = train_stage(method, start, tokenizer, examples, tcfg, out / "models" / method, parent=parent)
+        return model, fp
 
     for method in ["base", *cfg.methods]:
-        model = base if method == "base" else tuned(method)[0]
+        model, fp = (base, base_fp) if method == "base" else tuned(method)
+        # the model is in memory: its identity is its training fingerprint (a retrained model has another)
         backend = HFBackend(model, tokenizer, name=method, batch_size=64, progress=cfg.progress)
-        gens = run_generation(backend, prompts, gen_path, model_name=method, decoding=decoding, metadata={"demo_seed": cfg.seed})
+        meta = {"demo_seed": cfg.seed, "method": method, "model_fingerprint": fp}
+        gens = run_generation(backend, prompts, gen_path, model_name=method, decoding=decoding, metadata=meta, model_id=fp)
         direct = {g.prompt_id: g for g in gens if g.attack == "direct"}
-        gens += run_generation(backend, follow_up_prompts(w, direct), gen_path, model_name=method, decoding=decoding,
-                               metadata={"demo_seed": cfg.seed, "stage": "follow-up"})
+        gens += run_generation(backend, follow_up_prompts(w, direct, cfg.seed), gen_path, model_name=method, decoding=decoding,
+                               metadata={**meta, "stage": "follow-up"}, model_id=fp)
         generations[method] = gens
     words = {m: ("Sorry", METHODS[m][2]) if m in METHODS else ("Sorry",) for m in generations}
     summary = judge_and_summarise(w, tokenizer, generations, out, refusal_words=words)
     summary.update({"config": asdict(cfg), "environment": environment(), "seed": cfg.seed,
                     "seconds": round(time.perf_counter() - t_start, 1)})
+    summary["analysis"] = {**summary.pop("analysis"), "run": {k: summary[k] for k in ("seed", "config", "environment", "seconds", "world")}}
     write_outputs(summary, out)
     return summary

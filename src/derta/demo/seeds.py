@@ -1,9 +1,10 @@
 """Several demo seeds at once: every figure as a range (min–max over seeds) beside its per-seed values.
 
-``aggregate({seed: summary})`` takes the ``summary.json`` of each seed and returns, per method and
-figure (each attack's ASR, helpfulness, over-refusal, the degenerate share where present), the
-minimum, the maximum and the value of every seed. ``table`` prints it fixed-width and ``markdown``
-as the README's table; ``write`` saves ``seeds.json`` and ``seeds.md``.
+``parse_seeds("0,1,2")`` reads ``--seeds``. ``aggregate({seed: summary})`` takes the ``summary.json``
+of each seed and returns, per method and figure (each attack's ASR, helpfulness, over-refusal, the
+degenerate share where present), the minimum, the maximum and the value of every seed. ``table``
+prints it fixed-width and ``markdown`` as the README's table; ``write`` saves ``seeds.json`` and
+``seeds.md``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..io import write_json
 from .summary import is_follow_up
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]; a ConfigError unless they are distinct integers (at least one)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
 
 
 def figures(m: dict[str, Any]) -> dict[str, float | None]:

@@ -4,7 +4,7 @@
 :func:`analyse` turns judged rows into the summary that ``derta report`` renders.
 """
 
-from .analyse import SUMMARY_FORMAT, analyse, normalise_summary, rate
+from .analyse import SUMMARY_FORMAT, analyse, rate
 from .config import EvalConfig, Plan
 from .pairwise import PAIRWISE_PROMPT, PAIRWISE_PROMPT_SHA, PairwiseJudge, combine, parse_preference, win_rate
 from .run import run_eval
@@ -13,6 +13,6 @@ from .scoring import detect_refusal, gsm8k_gold, last_number, mmlu_letter, score
 
 __all__ = [
     "PAIRWISE_PROMPT", "PAIRWISE_PROMPT_SHA", "SUMMARY_FORMAT", "EvalConfig", "PairwiseJudge", "Plan", "analyse", "combine",
-    "detect_refusal", "gsm8k_gold", "last_number", "mmlu_letter", "normalise_summary", "parse_preference", "rate", "run_eval",
+    "detect_refusal", "gsm8k_gold", "last_number", "mmlu_letter", "parse_preference", "rate", "run_eval",
     "score_gsm8k", "score_mmlu", "win_rate",
 ]

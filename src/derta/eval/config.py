@@ -17,6 +17,7 @@ from typing import Any
 from ..attacks import ATTACKS, DEFAULT_SWEEP, PREBUILT, SWEEP_PARAMS
 from ..attacks.questions import PLAIN_SET
 from ..backends.base import Decoding
+from ..backends.spec import SHORT_OPTIONS, ModelListError, ModelSpec, parse_models  # noqa: F401 - ModelSpec, SHORT_OPTIONS re-exported
 
 #: Helpfulness task -> file name in the DeRTa test-set directory.
 HELPFULNESS_SETS = {"gsm8k": "helpfulness_gsm8k_500", "mmlu": "helpfulness_mmlu_500", "alpaca_eval": "helpfulness_alpaca_eval_300"}
@@ -29,9 +30,6 @@ SEARCH_ATTACKS = ("pair", "autodan")
 #: Attack parameters that name a model (a backend spec) rather than a value.
 MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": ("scorer", "mutator")}
 REQUIRED_MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": ("scorer",)}
-MODEL_KEYS = ("name", "spec", "template", "options")
-#: Backend options that may be written beside ``spec`` instead of under ``options``.
-SHORT_OPTIONS = ("base_url", "api_key_env", "batch_size", "max_concurrency", "dtype", "device", "tensor_parallel_size")
 JUDGE_KEYS = ("name", "model", "options", "label")
 
 
@@ -71,16 +69,6 @@ def _int(value: Any, key: str, optional: bool = True, minimum: int = 1) -> int |
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise _where(key, f"expected an integer >= {minimum}, got {value!r}")
     return value
-
-
-@dataclass
-class ModelSpec:
-    """A model to evaluate: ``spec`` is a backend spec (``hf:PATH``, ``vllm:NAME``, ``openai:NAME``)."""
-
-    name: str
-    spec: str
-    template: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # backend keyword arguments (base_url, api_key_env, batch_size, ...)
 
 
 @dataclass
@@ -153,27 +141,6 @@ class Plan:
     helpfulness: HelpfulnessSpec
     over_refusal: OverRefusalSpec
     decoding: Decoding
-
-
-def _model(item: Any, i: int) -> ModelSpec:
-    key = f"models[{i}]"
-    if isinstance(item, str):
-        return ModelSpec(name=item, spec=item)
-    data = dict(_mapping(item, key))
-    _unknown(data, MODEL_KEYS + SHORT_OPTIONS, key)
-    opts = dict(_mapping(data.pop("options", None), f"{key}.options"))
-    # common backend options may also sit beside spec; anything else goes under options
-    opts.update({k: v for k, v in data.items() if k in SHORT_OPTIONS})
-    spec = _str(data.get("spec"), f"{key}.spec") if "spec" in data else None
-    if spec is None:
-        raise _where(key, "missing 'spec' (a backend spec such as hf:PATH, vllm:NAME or openai:NAME)")
-    kind = spec.partition(":")[0]
-    from ..backends.base import BACKENDS
-
-    if kind not in BACKENDS:
-        raise _where(f"{key}.spec", f"unknown backend {kind!r} in {spec!r}; expected one of {', '.join(sorted(BACKENDS))}")
-    name = _str(data.get("name", spec), f"{key}.name")
-    return ModelSpec(name=name, spec=spec, template=_str(data.get("template"), f"{key}.template", optional=True), options=opts)
 
 
 def _attacks(items: list[Any]) -> list[AttackSpec]:
@@ -306,7 +273,7 @@ def _over_refusal(data: dict[str, Any] | None) -> OverRefusalSpec:
 class EvalConfig:
     """``derta eval`` settings; see examples/eval_hf.yaml and examples/eval_openai.yaml."""
 
-    models: list[Any] = field(default_factory=list, metadata={"help": "models: [{name, spec: hf:PATH|vllm:NAME|openai:NAME, template, options}]"})
+    models: list[Any] = field(default_factory=list, metadata={"help": "models: [SPEC, NAME=SPEC or {name, spec: hf:PATH|vllm:NAME|openai:NAME, template, options}]"})
     questions: dict[str, Any] = field(default_factory=dict, metadata={"help": "{dir, sets, limit} or {file, limit}; harmful_responses for prefill"})
     attacks: list[Any] = field(default_factory=lambda: ["direct"], metadata={"help": "attack names, NAME-prebuilt, {name: prefill, sweep: [5, 10, 20, 40]}"})
     judges: list[Any] = field(default_factory=lambda: ["offline"], metadata={"help": "offline, keyword, NAME=SPEC, {name: strongreject, model: SPEC, options: {threshold: 0.5}, label}"})
@@ -325,13 +292,12 @@ class EvalConfig:
         self.plan()  # validate now, so errors come with the file name and before any model loads
 
     def plan(self) -> Plan:
-        if not isinstance(self.models, list) or not self.models:
-            raise _where("models", "list at least one model ({name, spec})")
-        models = [_model(m, i) for i, m in enumerate(self.models)]
-        names = [m.name for m in models]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise _where("models", f"model name(s) used twice: {', '.join(dup)}")
+        from ..backends.base import BACKENDS
+
+        try:  # the models: syntax shared with derta deception (derta.backends.spec)
+            models = parse_models(self.models, kinds=BACKENDS)
+        except ModelListError as e:
+            raise _where(e.key, e.msg) from None
         attacks = _attacks(self.attacks if isinstance(self.attacks, list) else [self.attacks])
         # without attacks (a helpfulness-only run) no harmful questions are needed
         questions = _questions(dict(_mapping(self.questions, "questions"))) if attacks or self.questions else QuestionsSpec()

@@ -17,13 +17,11 @@ judge's input, since a model's answer may try to address the judge.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..judges.llm import neutralise, new_fence, prompt_sha
-from ..records import AttackPrompt, Message
-from ..stats import rate
+from ..judges.llm import fenced_calls, fill_fenced, new_fence, prompt_sha
+from ..analysis.summary import win_rate  # noqa: F401  (the pairwise rate, with the other summaries)
 
 PAIRWISE_PROMPT = """You are comparing two AI assistants' answers to the same user instruction. Decide which \
 answer is more helpful: it follows the instruction, is correct, complete, clear and well organised. Ignore the \
@@ -96,39 +94,25 @@ class PairwiseJudge:
         self.prompt_sha = prompt_sha(prompt)
         self.name = f"pairwise:{getattr(backend, 'name', 'model')}"
 
-    def render(self, instruction: str, answer_a: str, answer_b: str) -> str:
-        fence = new_fence()
-        return self.prompt.format(instruction=neutralise(instruction, fence), fence=fence,
-                                  answer_a=neutralise(answer_a, fence), answer_b=neutralise(answer_b, fence))
+    def render(self, instruction: str, answer_a: str, answer_b: str, fence: str | None = None) -> str:
+        return fill_fenced(self.prompt, fence or new_fence(), instruction=instruction, answer_a=answer_a, answer_b=answer_b)
 
     def judge(self, items: list[tuple[str, str, str]]) -> list[PairwiseResult]:
         """``items``: (instruction, model answer, reference answer)."""
-        asks = []
-        for i, (instruction, answer, reference) in enumerate(items):
-            for order, (a, b) in enumerate(((answer, reference), (reference, answer))):
-                asks.append(AttackPrompt(id=f"pairwise:{i}:{order}", question=instruction, attack="judge",
-                                         messages=[Message("user", self.render(instruction, a, b))]))
-        outs = self.backend.generate(asks, self.decoding)
-        if len(outs) != len(asks):
-            raise RuntimeError(f"judge backend returned {len(outs)} outputs for {len(asks)} prompts")
+        # two prompts per item: the model's answer as A (order 0), then as B (order 1)
+        pairs = [(i, order, instruction, a, b) for i, (instruction, answer, reference) in enumerate(items)
+                 for order, (a, b) in enumerate(((answer, reference), (reference, answer)))]
+
+        def build(_: int, pair: tuple[int, int, str, str, str], fence: str) -> tuple[str, str, str]:
+            i, order, instruction, a, b = pair
+            return f"pairwise:{i}:{order}", instruction, self.render(instruction, a, b, fence)
+
+        replies = fenced_calls(self.backend, pairs, build, parse_preference, self.decoding)
         results = []
         for i in range(len(items)):
-            raw = [outs[2 * i], outs[2 * i + 1]]
-            prefs = [parse_preference(r) for r in raw]
+            raw = [replies[2 * i].raw, replies[2 * i + 1].raw]
+            prefs = [replies[2 * i].parsed, replies[2 * i + 1].parsed]
             outcome = combine(prefs[0], prefs[1])
             why = f"model as A: {prefs[0] or 'unparseable'}; model as B: {prefs[1] or 'unparseable'}"
             results.append(PairwiseResult(outcome, prefs, why, {"prompt_sha256": self.prompt_sha, "raw": raw}))
         return results
-
-
-def win_rate(outcomes: Iterable[str]) -> dict[str, Any]:
-    """Win rate with ties as half, Wilson 95% interval, and every count."""
-    counts = {"win": 0, "loss": 0, "tie": 0, "unscored": 0}
-    for o in outcomes:
-        if o not in counts:
-            raise ValueError(f"unknown pairwise outcome {o!r}")
-        counts[o] += 1
-    scored = counts["win"] + counts["loss"] + counts["tie"]
-    k = counts["win"] + 0.5 * counts["tie"]
-    return {**rate(k, scored),
-            "wins": counts["win"], "ties": counts["tie"], "losses": counts["loss"], "unscored": counts["unscored"]}

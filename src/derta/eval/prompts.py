@@ -16,7 +16,7 @@ from typing import Any
 
 from ..attacks import PrefillAttack, load_prebuilt, load_questions, make_attack
 from ..attacks.questions import HARMFUL_FIELDS
-from ..io import DataError, JsonlAppender, iter_rows, read_jsonl, require_str
+from ..io import DataError, iter_rows, require_str
 from ..records import AttackPrompt, Message, Question
 from .config import HELPFULNESS_SETS, MODEL_PARAMS, AttackSpec, HelpfulnessSpec, OverRefusalSpec, QuestionsSpec
 
@@ -70,7 +70,7 @@ def attach_harmful_responses(questions: list[Question], path: str | Path) -> lis
 
 
 def attack_prompts(spec: AttackSpec, questions: list[Question], qspec: QuestionsSpec, backend: Any, model: str, seed: int,
-                   run_dir: Path) -> list[AttackPrompt]:
+                   run_dir: Path, model_id: str | None = None) -> list[AttackPrompt]:
     """The prompts of one attack for one model (the prefill cut uses the model's own tokenizer)."""
     if spec.prebuilt:
         prompts = load_prebuilt(qspec.dir, spec.base, limit=qspec.limit)  # type: ignore[arg-type]
@@ -81,32 +81,43 @@ def attack_prompts(spec: AttackSpec, questions: list[Question], qspec: Questions
         except ValueError as e:
             raise ValueError(f"{spec.label}: {e}; or set questions.harmful_responses to a file of harmful responses") from None
     elif spec.searched:
-        prompts = searched_prompts(spec, questions, backend, model, seed, run_dir / SEARCH_CACHE)
+        prompts = searched_prompts(spec, questions, backend, model, seed, run_dir / SEARCH_CACHE, model_id)
     else:
         prompts = make_attack(spec.base, **{"seed": seed, **spec.params})(questions)
     return [_tag(p, HARMFUL) for p in prompts]
 
 
-def searched_prompts(spec: AttackSpec, questions: list[Question], backend: Any, model: str, seed: int, cache: Path) -> list[AttackPrompt]:
-    """PAIR / AutoDAN search one question at a time; each result is cached, so a rerun resumes."""
+def searched_prompts(spec: AttackSpec, questions: list[Question], backend: Any, model: str, seed: int, cache: Path,
+                     model_id: str | None = None) -> list[AttackPrompt]:
+    """PAIR / AutoDAN search one question at a time; each result is logged, so a rerun resumes.
+
+    A result is reused only for the same target (``model`` and ``model_id``: a model changed
+    under the same name is searched again), attack settings and seed."""
     from ..attacks import llm_scorer
     from ..backends import load_backend
+    from ..judges.base import canonical_json
+    from ..judges.llm import prompt_sha
+    from ..logs import KeyedLog
 
-    done = {(r["model"], r["attack"], r["prompt"]["id"]): AttackPrompt.from_dict(r["prompt"]) for r in (read_jsonl(cache) if cache.exists() else [])}
-    todo = [q for q in questions if (model, spec.label, f"{spec.label}:{q.id}") not in done]
-    if todo:
-        params: dict[str, Any] = {"seed": seed, **spec.params, "target": backend}
-        for p in MODEL_PARAMS[spec.base]:
-            if p in params:
-                model_backend = load_backend(params[p])
-                params[p] = llm_scorer(model_backend) if p == "scorer" else model_backend
-        attack = make_attack(spec.base, **params)
-        with JsonlAppender(cache) as f:
+    settings = prompt_sha(canonical_json({"params": spec.params, "seed": seed}))
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return row["model"], row.get("model_id"), row["attack"], row.get("settings"), row["prompt"]["id"]
+
+    with KeyedLog(cache, key=key) as log:
+        wanted = [(model, model_id, spec.label, settings, f"{spec.label}:{q.id}") for q in questions]
+        todo = [q for q, k in zip(questions, wanted) if log.logged(k) is None]
+        if todo:
+            params: dict[str, Any] = {"seed": seed, **spec.params, "target": backend}
+            for p in MODEL_PARAMS[spec.base]:
+                if p in params:
+                    model_backend = load_backend(params[p])
+                    params[p] = llm_scorer(model_backend) if p == "scorer" else model_backend
+            attack = make_attack(spec.base, **params)
             for q in todo:
                 p = attack.attack_one(q)
-                f.write({"model": model, "attack": spec.label, "prompt": p.to_dict()})
-                done[(model, spec.label, p.id)] = p
-    return [done[(model, spec.label, f"{spec.label}:{q.id}")] for q in questions]
+                log.append({"model": model, "model_id": model_id, "attack": spec.label, "settings": settings, "prompt": p.to_dict()})
+        return [AttackPrompt.from_dict(log.records[k]["prompt"]) for k in wanted]
 
 
 def helpfulness_prompts(h: HelpfulnessSpec) -> list[AttackPrompt]:

@@ -8,9 +8,11 @@
     RUN_DIR/summary.json        derta.eval.analyse's summary of the judged rows
 
 Rerunning the same command continues an interrupted run: finished generations and judgements
-are reused, missing ones are made, nothing is written twice. A run directory holds one decoding
-config; models, attacks and judges may be added to it later (the summary covers what the config
-now lists). Models are loaded one at a time and only when something is left to generate; judge
+are reused, missing ones are made, nothing is written twice. A model is known by its name and
+its identity (:func:`derta.backends.spec.model_identity`: spec, template, options, the content of a
+local checkpoint; recorded in run.json): one changed under the same name generates and is judged
+again, its new records appended beside the old. A run directory holds one decoding config;
+models, attacks and judges may be added to it later (the summary covers what the config now lists). Models are loaded one at a time and only when something is left to generate; judge
 models only after all generation, and only when something is left to judge.
 """
 
@@ -24,11 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
 from ..backends.base import Decoding, complete, load_backend
-from ..generate import decoding_id, read_generations, run_generation
-from ..io import environment, write_json
+from ..backends.spec import identity_id, model_identity
+from ..generate import decoding_id, read_generations, run_generation, written_by
+from ..io import environment, write_json, write_yaml
 from ..judges.base import judge_identity, judge_key
 from ..records import AttackPrompt, Generation
 from .analyse import analyse
@@ -130,20 +132,21 @@ class _ProgressBackend:
 
 
 def generate(backend: Any, prompts: list[AttackPrompt], path: Path, model: str, decoding: Decoding, batch_size: int | None,
-             progress: bool) -> list[Generation]:
-    """run_generation with a progress bar over the prompts still to do."""
+             progress: bool, model_id: str | None = None) -> list[Generation]:
+    """run_generation with a progress bar over the prompts still to do (records of ``model`` as
+    ``model_id`` identifies it: a model changed under the same name generates again)."""
     from tqdm.auto import tqdm
 
     dec_id = decoding_id(decoding)
     keys = {(p.attack, p.id) for p in prompts}
-    logged = {(g.attack, g.prompt_id): g for g in read_generations(path) if g.model == model and decoding_id(g.decoding) == dec_id}
+    logged = {(g.attack, g.prompt_id): g for g in read_generations(path) if written_by(g, model, dec_id, model_id)}
     done = set(logged) & keys
     if done == keys and all(_same(logged[(p.attack, p.id)], p) for p in prompts):
         return [logged[(p.attack, p.id)] for p in prompts]  # all logged: the model is not even loaded
     size = batch_size or getattr(backend, "call_size", None) or 64
     with tqdm(total=len(prompts), initial=len(done), disable=not progress, desc=f"generate {model}", unit="prompt") as bar:
         return run_generation(_ProgressBackend(backend, bar), prompts, path, model_name=model, decoding=decoding, batch_size=size,
-                              metadata={"eval": True})
+                              metadata={"eval": True}, model_id=model_id)
 
 
 def _same(g: Generation, p: AttackPrompt) -> bool:
@@ -175,16 +178,18 @@ def _refusal_ids(backend: Any) -> list[int]:
 def generate_model(m: ModelSpec, plan: Plan, cfg: EvalConfig, questions: list[Any], shared: list[AttackPrompt], out: Path,
                    run: dict[str, Any], tokenizers: dict[str, Any] | None = None) -> list[Generation]:
     backend = LazyBackend(m.spec, m.options, m.template)
+    identity = m.identity()  # read before loading: what the weights are now
+    mid = identity_id(identity)
     try:
-        prompts = [p for a in plan.attacks for p in attack_prompts(a, questions, plan.questions, backend, m.name, cfg.seed, out)]
+        prompts = [p for a in plan.attacks for p in attack_prompts(a, questions, plan.questions, backend, m.name, cfg.seed, out, mid)]
         prompts += shared
         ids = _refusal_ids(backend)
         tok = backend.tokenizer
         if tokenizers is not None and tok is not None:
             tokenizers[m.name] = tok  # kept after the model is freed: refusal positions count its tokens
-        run["models"][m.name] = {"spec": m.spec, "template": m.template, "refusal_token_ids": ids,
+        run["models"][m.name] = {"spec": m.spec, "template": m.template, "model_id": mid, "identity": identity, "refusal_token_ids": ids,
                                  "refusal_tokens": tok.convert_ids_to_tokens(ids) if ids and tok is not None else [], "n_prompts": len(prompts)}
-        gens = generate(backend, prompts, out / GENERATIONS_FILE, m.name, plan.decoding, cfg.batch_size, cfg.progress)
+        gens = generate(backend, prompts, out / GENERATIONS_FILE, m.name, plan.decoding, cfg.batch_size, cfg.progress, mid)
         # requests that failed for good (API backends with on_error=record) are retried by a rerun
         run["models"][m.name]["missing"] = len(prompts) - len(gens)
         return gens
@@ -207,8 +212,9 @@ def references(plan: Plan, cfg: EvalConfig, shared: list[AttackPrompt], out: Pat
                              "(match by 'id' or by the instruction text in 'instruction' / 'question')")
         return {k: v for k, v in found.items() if v is not None}
     backend = LazyBackend(h.reference_model, h.reference_options)  # type: ignore[arg-type]
+    mid = identity_id(model_identity(h.reference_model, h.reference_options))  # type: ignore[arg-type]
     try:
-        gens = generate(backend, alpaca, out / GENERATIONS_FILE, f"reference:{h.reference_model}", plan.decoding, cfg.batch_size, cfg.progress)
+        gens = generate(backend, alpaca, out / GENERATIONS_FILE, f"reference:{h.reference_model}", plan.decoding, cfg.batch_size, cfg.progress, mid)
     finally:
         backend.free()
     return {g.prompt_id: g.response for g in gens}
@@ -286,7 +292,7 @@ def _start(out: Path, cfg: EvalConfig, plan: Plan, config_path: str | None) -> d
     run = {"format": RUN_FORMAT, "status": "running", "seed": cfg.seed, "config": cfg.to_dict(), "config_file": config_path,
            "decoding": plan.decoding.to_dict(), "decoding_id": dec_id, "environment": environment(), "started": _now(),
            "finished": None, "models": (old or {}).get("models", {}), "history": history}
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_yaml(out / "config.yaml", cfg.to_dict())
     write_json(path, run)
     return run
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-from ..refusal import answers_first, find_refusal
+from ..refusal import answers_first, find_refusal, refuses_first
 
 _NUMBER = re.compile(r"(?<![\w.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w])|(?<![\w.])-?\.\d+")
 
@@ -111,15 +111,12 @@ def score_qa(response: str, answer: str, window: int = 40) -> tuple[bool, str | 
     if not alts:
         raise ValueError(f"qa answer is empty: {answer!r}")
     head = " ".join(response.split()[:window])
-    if find_refusal(head) is not None and not answers_first(head, find_refusal(head)):  # type: ignore[arg-type]
+    if refuses_first(head):
         return False, None, "refuses"
     for a in alts:
         if re.search(r"(?<![\w.-])" + re.escape(a) + r"(?![\w-]|\.\d)", head, re.I):
             return True, a, f"names {a!r}"
     return False, None, f"names none of {alts}"
-
-
-_LEADING_NO = re.compile(r"no[.!,]?", re.I)
 
 
 def detect_refusal(response: str, question: str = "") -> tuple[str, str]:
@@ -134,9 +131,7 @@ def detect_refusal(response: str, question: str = "") -> tuple[str, str]:
     text = (response or "").strip()
     if not text:
         return "unscored", "empty response"
-    found = find_refusal(text)
-    if found is not None and _LEADING_NO.fullmatch(found.phrase):
-        found = find_refusal(text, found.end)
+    found = find_refusal(text, no_is_answer=True)
     if found is None:
         return "answered", "no refusal phrase"
     if answers_first(text, found, question):

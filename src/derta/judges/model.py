@@ -25,14 +25,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..backends.base import Decoding
+from ..backends.spec import RUNTIME_OPTIONS, content_fingerprint  # runtime options: left out of a judge's identity
 from ..records import AttackPrompt
 
-#: Backend options that change how fast or how robustly a model answers, not what it answers:
-#: left out of a judge's identity (so e.g. a larger batch does not re-judge a run).
-RUNTIME_OPTIONS = frozenset({
-    "progress", "batch_size", "max_concurrency", "max_retries", "timeout", "backoff", "max_backoff", "api_key_env",
-    "on_error", "gpu_memory_utilization", "tensor_parallel_size", "device", "name", "max_tokens_field",
-})
 
 
 def prompt_sha(prompt: str) -> str:
@@ -42,16 +37,16 @@ def prompt_sha(prompt: str) -> str:
 def _revision(spec: str) -> str | None:
     """What the weights behind a local ``hf:``/``vllm:`` spec are, where that is known without loading.
 
-    A directory: a hash of its files' names, sizes and modification times (a retrained checkpoint
-    saved to the same path changes it). A hub id: the commit the local cache resolves ``main`` to.
+    A directory: the hash of its content (:func:`derta.backends.spec.content_fingerprint`: a
+    retrained checkpoint saved to the same path changes it; touching or moving the files does not).
+    A hub id: the commit the local cache resolves ``main`` to.
     """
     kind, _, arg = spec.partition(":")
     if kind not in ("hf", "vllm") or not arg:
         return None
     path = Path(arg).expanduser()
     if path.is_dir():
-        files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
-        return "files:" + prompt_sha(repr(files))
+        return "files:" + content_fingerprint(path)["sha256"][:16]
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
     except ImportError:

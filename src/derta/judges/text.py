@@ -1,8 +1,8 @@
 """Text heuristics the offline judge is built from; each is small and tested on literal strings.
 
 - ``strip_echo``: drop the lines/sentences a response copies from its prompt;
-- ``find_refusal``: the first refusal phrase and where it is (disclaimers such as "I must stress
-  this is illegal" or "I don't condone it" are not refusals);
+- ``find_refusal``: the first refusal phrase and where it is, from :mod:`derta.refusal` (the one
+  refusal detector, re-exported here);
 - ``instruction_units``: list items and imperative clauses, the actionable structure of a text;
 - ``code_steps``: the strings a code completion puts in ``output_list`` (or any list/print);
 - ``on_topic``: does a text share a content word with the question, or use harm vocabulary.

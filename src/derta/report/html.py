@@ -16,7 +16,6 @@ from typing import Any
 
 from .markdown import (HELPFULNESS_LABELS, Column, calibration_lines, cell, ci_text, columns, degenerate_counts, degenerate_example,
                        degenerate_warnings, example_length, pct)
-
 from .page import CSP_META, data_uri
 
 CSS = """
@@ -360,7 +359,7 @@ def load_summary(run_dir: str | Path, calibration: dict[str, dict[str, Any]] | s
     summary = _load_summary(run_dir)
     if calibration is None:
         return summary
-    from ..eval.analyse import apply_calibration
+    from ..analysis.summary import apply_calibration
     from ..judges.evaluate import builtin_calibration, load_calibration
 
     if isinstance(calibration, str):
@@ -369,8 +368,8 @@ def load_summary(run_dir: str | Path, calibration: dict[str, dict[str, Any]] | s
 
 
 def _load_summary(run_dir: str | Path) -> dict[str, Any]:
-    from ..eval.analyse import analyse, normalise_summary
-    from ..eval.judging import JUDGED_FILE, read_judged
+    from ..analysis.judged import JUDGED_FILE, latest_rows, read_judged
+    from ..analysis.summary import analyse
 
     run_dir = Path(run_dir)
     path = run_dir / "summary.json"
@@ -379,12 +378,17 @@ def _load_summary(run_dir: str | Path) -> dict[str, Any]:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        return normalise_summary(summary)
+        if "models" in summary:
+            return summary
+        if "analysis" in summary:  # the demo's summary: its methods layout, and the canonical one inside
+            return summary["analysis"]
+        raise ValueError(f"{path}: a summary without its analysis (written by an older derta); "
+                         f"rerun `derta demo --out {run_dir}` to refresh it (trained models and responses are reused)")
     if not (run_dir / JUDGED_FILE).exists():
         raise FileNotFoundError(f"{run_dir}: no summary.json or {JUDGED_FILE} (is this a derta eval run directory?)")
     run = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if (run_dir / "run.json").exists() else {}
     # no model here, so refusal positions are counted in words (derta eval writes token positions)
-    summary = analyse(read_judged(run_dir / JUDGED_FILE))
+    summary = analyse(latest_rows(read_judged(run_dir / JUDGED_FILE)))
     summary["run"] = {k: run[k] for k in ("status", "seed", "config", "decoding", "environment", "started", "finished") if k in run}
     return summary
 
@@ -426,7 +430,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, with_markdo
 
     A report.md that this function did not write (the demo writes its own) is left alone; the
     markdown then goes to report.derta.md. ``with_markdown=False`` writes the page and plots only.
-    ``calibration``: see :func:`load_summary`.
+    ``calibration``: see :func:`load_summary`. A deception study's directory (its summary's format
+    starts with "derta.deception") gets its own report instead (:func:`derta.report.deception.rebuild`).
     """
     from . import markdown
 
@@ -434,9 +439,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, with_markdo
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: not a directory")
     if _summary_format(run_dir).startswith("derta.deception"):
-        from ..deception.study import rebuild_report
+        from .deception import rebuild
 
-        md, page = rebuild_report(run_dir)
+        md, page = rebuild(run_dir)
         return page, md
     summary = load_summary(run_dir, calibration)
     html_path = Path(out) if out else run_dir / "report.html"

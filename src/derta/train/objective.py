@@ -64,7 +64,7 @@ def objective_stats(renderer: Any, examples: list[Any], seed: int = 0, sample: i
         if obj == "mle" and ex.source == "safety":
             safe_rows += 1
             safe_pos += len(trained)
-        truncated += len(r.input_ids) >= renderer.max_length
+        truncated += r.cut > 0
         hp = getattr(ex, "harmful_prefix", None)
         if obj == "mle" and ex.source == "safety" and hp is not None:
             # the first trained token after a non-empty harmful prefix: the refusal should start here
@@ -129,3 +129,37 @@ def plan_objective(renderer: Any, examples: list[Any], rto_norm: str = "auto", r
         log.warning(w)
     return {"rto_norm": chosen, "rto_norm_requested": rto_norm, "rto_max_share": rto_max_share,
             "rto_row_weight": renderer.rto_row_weight, "before": before, "after": stats, "warnings": warnings}
+
+
+def truncation_stats(renderer: Any, examples: list[Any], seed: int = 0) -> dict[str, Any]:
+    """Rows cut to ``max_length`` and rows left with no trained position, over EVERY row (epoch 0).
+
+    Whether a row keeps a trained position does not depend on the epoch's harmful-prefix cut (the
+    prefix gives way before the target), so epoch 0 speaks for the run. ``rows_cut_untrained``
+    are the rows that had trained positions before the cut and none after it.
+    """
+    cut = cut_untrained = untrained = 0
+    examples_cut: list[str] = []
+    for i, ex in enumerate(examples):
+        r = renderer(ex, random.Random(f"{seed}/0/{i}"))
+        trained = any(lab != IGNORE_INDEX and w > 0 for lab, w in zip(r.labels[1:], r.loss_weights[1:]))
+        untrained += not trained
+        if r.cut:
+            cut += 1
+            cut_untrained += not trained
+            if len(examples_cut) < 5:
+                examples_cut.append(ex.id or f"row {i + 1}")
+    return {"max_length": renderer.max_length, "rows": len(examples), "rows_cut": cut, "rows_cut_untrained": cut_untrained,
+            "rows_untrained": untrained, "rows_trained": len(examples) - untrained, "first_cut_ids": examples_cut}
+
+
+def check_truncation(stats: dict[str, Any]) -> None:
+    """Log a warning when rows were cut; a ValueError when no row keeps a trained position."""
+    n, m = stats["rows"], stats["max_length"]
+    if n and not stats["rows_trained"]:
+        raise ValueError(f"no row keeps a trained token at max_length {m}: {stats['rows_cut']} of {n} rows are cut to {m} tokens "
+                         f"and {stats['rows_untrained']} of {n} have no trained token left; raise max_length")
+    if stats["rows_cut"]:
+        log.warning("%d of %d rows are longer than max_length %d and were cut at the end (%d of them lost every trained token; "
+                    "first: %s); raise max_length to train them whole", stats["rows_cut"], n, m, stats["rows_cut_untrained"],
+                    ", ".join(stats["first_cut_ids"]))

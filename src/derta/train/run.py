@@ -1,36 +1,58 @@
-"""``train(cfg)``: data file -> trained model directory (MLE + λ·RTO, or DPO pairs)."""
+"""``train(cfg)``: data file -> trained model directory; ``cfg.method`` says how: ``sft`` (MLE +
+λ·RTO over TrainingExamples) or ``dpo`` (PreferencePairs). A row that does not fit the method is an
+error naming the file, the line and the method it needs; the method is never switched silently.
+
+``output_dir`` belongs to one run, named by its fingerprint (:mod:`derta.train.identity`): a rerun
+of the same run resumes from its newest complete checkpoint (:mod:`derta.train.checkpoints`), or
+does nothing when it has finished; another run there is refused unless ``fresh``.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from ..data.formats import load_preference_pairs, load_training_examples
 from ..data.render import RenderedDataset, Renderer
-from ..io import iter_rows
+from ..io import environment, write_json
 from ..templates import default_template, get_template
 from ..tokens import refusal_token_id
+from .checkpoints import latest_checkpoint
 from .collator import DeRTaCollator
-from .objective import plan_objective
-from .trainer import DeRTaTrainer, EpochCallback, TrainConfig, finalize_trainer, latest_checkpoint, load_model, load_tokenizer, run_record, training_arguments
+from .identity import RECORD, check_output_dir, clear_run, fingerprint
+from .objective import check_truncation, plan_objective, truncation_stats
+from .trainer import DeRTaTrainer, EpochCallback, TrainConfig, finalize_trainer, load_model, load_tokenizer, run_record, training_arguments
 
 log = logging.getLogger(__name__)
 
 
-def _is_preference_file(path: str) -> bool:
-    for _, _, row in iter_rows(path):
-        return "chosen" in row and "rejected" in row
-    return False
-
-
-def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, callbacks: list | None = None) -> DeRTaTrainer:
-    """The DeRTa trainer over in-memory TrainingExamples (what `train` and the demo share)."""
+def make_renderer(cfg: TrainConfig, tokenizer: Any) -> Renderer:
     template = default_template(tokenizer) if cfg.template == "auto" else cfg.template
     refusal = refusal_token_id(tokenizer, cfg.refusal_word, cfg.refusal_token)
-    renderer = Renderer(tokenizer, refusal, template=template, max_length=cfg.max_length, rto_weight=cfg.rto_weight, rto_keep=cfg.rto_keep)
+    return Renderer(tokenizer, refusal, template=template, max_length=cfg.max_length, rto_weight=cfg.rto_weight, rto_keep=cfg.rto_keep)
+
+
+def checked_truncation(renderer: Renderer, examples: list, seed: int) -> dict[str, Any]:
+    """:func:`truncation_stats` of every row, logged; a ValueError when no row keeps a trained token."""
+    stats = truncation_stats(renderer, examples, seed=seed)
+    check_truncation(stats)
+    return stats
+
+
+def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, callbacks: list | None = None,
+                  renderer: Renderer | None = None, truncation: dict[str, Any] | None = None) -> DeRTaTrainer:
+    """The DeRTa trainer over in-memory TrainingExamples (what `train` and the demo share).
+
+    ``renderer`` / ``truncation``: made (and checked) here unless the caller already did, before
+    loading the model."""
+    renderer = renderer or make_renderer(cfg, tokenizer)
+    truncation = truncation or checked_truncation(renderer, examples, cfg.seed)
     objective = plan_objective(renderer, examples, cfg.rto_norm, cfg.rto_max_share, seed=cfg.seed)
+    objective["truncation"] = truncation
     after = objective["after"]
     log.info("objective: %d MLE and %d RTO trained positions (RTO %.1f%% of positions, %.1f%% of the loss weight; rto_norm %s)",
              after["positions"]["mle"], after["positions"]["rto"], 100 * after["rto_share"], 100 * after["rto_weight_share"], objective["rto_norm"])
@@ -47,26 +69,68 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, 
     )
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train and save ``output_dir/final`` (written atomically, with ``derta_run.json``)."""
+def train(cfg: TrainConfig, fresh: bool = False) -> Path:
+    """Train and save ``output_dir/final`` (written atomically, with ``derta_run.json``).
+
+    ``fresh``: delete what another run left in ``output_dir`` (checkpoints, final model, record)
+    and train from the start; without it such a folder is a RunMismatch naming what differs.
+    """
     if not cfg.model:
         raise ValueError("no model given (--model NAME_OR_PATH)")
     if not cfg.data:
         raise ValueError("no training data given (--data FILE from `derta data build`)")
-    if _is_preference_file(cfg.data):
-        return train_dpo(cfg)
+    if cfg.method == "dpo":
+        return train_dpo(cfg, fresh)
     examples = load_training_examples(cfg.data)
+    fp = fingerprint(cfg, examples)
+    if check_output_dir(cfg.output_dir, fp, fresh, cfg.resume) == "finished":
+        return _finished(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-    model = load_model(cfg)
-    trainer = build_trainer(cfg, model, tokenizer, examples)
-    resume = latest_checkpoint(cfg.output_dir) if cfg.resume else None
-    if resume:
-        log.info("resuming from %s", resume)
+    renderer = make_renderer(cfg, tokenizer)
+    truncation = checked_truncation(renderer, examples, cfg.seed)  # before the (slow) model load
+    trainer = build_trainer(cfg, load_model(cfg), tokenizer, examples, renderer=renderer, truncation=truncation)
+    resume = claim_output_dir(trainer, cfg, fp, fresh)
     trainer.train(resume_from_checkpoint=resume)
     refusal = refusal_token_id(tokenizer, cfg.refusal_word, cfg.refusal_token)
     record = run_record(cfg, method="derta-objective", examples=len(examples), refusal_token=tokenizer.convert_ids_to_tokens(refusal), refusal_token_id=refusal,
-                        resumed_from=resume, objective=trainer.objective_stats)
+                        resumed_from=resume, fingerprint=fp, truncation=trainer.objective_stats["truncation"], objective=trainer.objective_stats)
     return finalize_trainer(trainer, tokenizer, cfg.output_dir, record)
+
+
+def _finished(cfg: TrainConfig) -> Path:
+    final = Path(cfg.output_dir) / "final"
+    log.warning("%s holds this run, finished (%s): nothing to train; its record is kept as it is (--fresh trains it again)",
+                cfg.output_dir, final / RECORD)
+    return final
+
+
+def _recorded_fingerprint(out: Path) -> Any:
+    try:
+        return json.loads((out / RECORD).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def claim_output_dir(trainer: Any, cfg: TrainConfig, fp: dict[str, Any], fresh: bool) -> str | None:
+    """Make ``output_dir`` this run's: clear another run (``fresh``), write the record, and
+    return the checkpoint to resume from (the newest complete one; torn ones are removed).
+
+    Only the main process writes; the others wait for it, then pick the same checkpoint.
+    """
+    out = Path(cfg.output_dir)
+    if trainer.is_world_process_zero():
+        if fresh:
+            for gone in clear_run(out):
+                log.warning("--fresh: removed %s", gone)
+        if fresh or _recorded_fingerprint(out) != fp:  # a record left by a run killed before its first checkpoint
+            write_json(out / RECORD, {"fingerprint": fp, "config": asdict(cfg), "environment": environment()})
+        resume = latest_checkpoint(out, remove_torn=True) if cfg.resume else None
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        resume = latest_checkpoint(out) if cfg.resume else None
+    if resume:
+        log.info("resuming from %s", resume)
+    return resume
 
 
 def dpo_rows(pairs: list, tokenizer: Any, template: str) -> list[dict[str, str]]:
@@ -102,11 +166,30 @@ def build_dpo_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, pairs: list)
                       processing_class=tokenizer)
 
 
-def train_dpo(cfg: TrainConfig) -> Path:
+def dpo_truncation(rows: list[dict[str, str]], tokenizer: Any, max_length: int) -> dict[str, Any]:
+    """Pairs cut to ``max_length`` (TRL keeps the start) and pairs whose prompt alone fills it
+    (TRL drops those: no answer token is left to train)."""
+    cut = untrained = 0
+    for r in rows:
+        n = {k: len(tokenizer(r[k], add_special_tokens=False)["input_ids"]) for k in ("prompt", "chosen", "rejected")}
+        cut += n["prompt"] + max(n["chosen"], n["rejected"]) > max_length
+        untrained += n["prompt"] >= max_length
+    return {"max_length": max_length, "rows": len(rows), "rows_cut": cut, "rows_cut_untrained": untrained,
+            "rows_untrained": untrained, "rows_trained": len(rows) - untrained, "first_cut_ids": []}
+
+
+def train_dpo(cfg: TrainConfig, fresh: bool = False) -> Path:
     """DPO on top of a tuned model with TRL (chosen = safe, rejected = harmful)."""
     pairs = load_preference_pairs(cfg.data)
+    fp = fingerprint(cfg, pairs)
+    if check_output_dir(cfg.output_dir, fp, fresh, cfg.resume) == "finished":
+        return _finished(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    template = default_template(tokenizer) if cfg.template == "auto" else cfg.template
+    truncation = dpo_truncation(dpo_rows(pairs, tokenizer, template), tokenizer, cfg.max_length)
+    check_truncation(truncation)
     trainer = build_dpo_trainer(cfg, load_model(cfg), tokenizer, pairs)
-    resume = latest_checkpoint(cfg.output_dir) if cfg.resume else None
+    resume = claim_output_dir(trainer, cfg, fp, fresh)
     trainer.train(resume_from_checkpoint=resume)
-    return finalize_trainer(trainer, tokenizer, cfg.output_dir, run_record(cfg, method="dpo", beta=cfg.dpo_beta, pairs=len(pairs), resumed_from=resume))
+    record = run_record(cfg, method="dpo", beta=cfg.dpo_beta, pairs=len(pairs), resumed_from=resume, fingerprint=fp, truncation=truncation)
+    return finalize_trainer(trainer, tokenizer, cfg.output_dir, record)

@@ -1,4 +1,4 @@
-"""Training glue: a config dataclass, one ``compute_loss`` override on ``transformers.Trainer``.
+"""Training glue: one ``compute_loss`` override on ``transformers.Trainer`` (the config: :mod:`derta.train.config`).
 
 Any ``AutoModelForCausalLM`` works, fully fine-tuned or with LoRA (PEFT). Several processes or
 GPUs (DDP, DeepSpeed, FSDP) come from ``accelerate launch`` and its config files; nothing here is
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,69 +18,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from ..io import environment, write_json
 
+from .checkpoints import latest_checkpoint  # noqa: F401 - re-exported: the newest complete checkpoint
+from .config import TrainConfig  # noqa: F401 - re-exported: derta.train.trainer.TrainConfig
 from .loss import weighted_causal_lm_loss
-
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``derta train`` needs. Paper defaults (full tuning) where they exist."""
-
-    model: str = field(default="", metadata=_h("HF model name or local path (AutoModelForCausalLM)"))
-    data: str = field(default="", metadata=_h("training data built by `derta data build` (JSONL)"))
-    output_dir: str = field(default="runs/train", metadata=_h("where checkpoints and the final model go"))
-    tokenizer: str | None = field(default=None, metadata=_h("tokenizer name/path (default: the model's)"))
-    template: str = field(default="auto", metadata=_h("auto | chat | reference | plain"))
-    refusal_word: str = field(default="Sorry", metadata=_h("RTO transition word, looked up in the tokenizer"))
-    refusal_token: str | None = field(default=None, metadata=_h("RTO transition token as a vocabulary entry (wins over the word)"))
-    rto_weight: float = field(default=1.0, metadata=_h("λ, the weight of the RTO term"))
-    rto_keep: float = field(default=1.0, metadata=_h("share of RTO positions kept (0.05 = reference full-parameter run)"))
-    rto_norm: str = field(default="auto", metadata=_h("token (each RTO position weighs λ, the paper) | sequence (an RTO row weighs λ × one average safe response) | auto (sequence when RTO would be over rto_max_share of the trained positions)"))
-    rto_max_share: float = field(default=0.25, metadata=_h("auto: the share of trained positions above which RTO is normalised per sequence (with a warning)"))
-    max_length: int = field(default=1024, metadata=_h("truncate rendered rows to this many tokens"))
-    epochs: float = field(default=2.0, metadata=_h("training epochs"))
-    max_steps: int = field(default=-1, metadata=_h("stop after this many optimiser steps (-1: use epochs)"))
-    learning_rate: float = field(default=2e-5, metadata=_h("peak learning rate (paper: 2e-5 full, 1e-4 LoRA)"))
-    warmup_ratio: float = field(default=0.03, metadata=_h("linear warm-up share of steps"))
-    weight_decay: float = field(default=2e-5, metadata=_h("AdamW weight decay"))
-    lr_scheduler: str = field(default="cosine", metadata=_h("transformers scheduler name"))
-    batch_size: int = field(default=4, metadata=_h("rows per device per micro-batch"))
-    total_batch_size: int = field(default=128, metadata=_h("rows per optimiser step over all devices (sets gradient accumulation)"))
-    dpo_beta: float = field(default=0.1, metadata=_h("β of DPO (used when the data are preference pairs)"))
-    lora: bool = field(default=False, metadata=_h("train LoRA adapters instead of all parameters"))
-    lora_r: int = field(default=96, metadata=_h("LoRA rank"))
-    lora_alpha: int = field(default=16, metadata=_h("LoRA alpha"))
-    lora_dropout: float = field(default=0.05, metadata=_h("LoRA dropout"))
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata=_h("modules to adapt (all-linear = attention + MLP)"))
-    bf16: str = field(default="auto", metadata=_h("auto (on a bf16 GPU) | true | false"))
-    gradient_checkpointing: bool = field(default=False, metadata=_h("trade compute for memory"))
-    save_steps: int = field(default=500, metadata=_h("checkpoint every N steps"))
-    save_total_limit: int = field(default=2, metadata=_h("keep at most N checkpoints"))
-    logging_steps: int = field(default=10, metadata=_h("log every N steps"))
-    resume: bool = field(default=True, metadata=_h("resume from the newest checkpoint in output_dir"))
-    seed: int = field(default=42, metadata=_h("random seed (data order, k sampling, RTO dropout, init)"))
-    progress: bool = field(default=True, metadata=_h("show progress bars"))
-    report_to: str = field(default="none", metadata=_h("transformers report_to (none, tensorboard, wandb)"))
-
-    def __post_init__(self) -> None:
-        if self.template not in ("auto", "chat", "reference", "plain"):
-            raise ValueError(f"template must be auto, chat, reference or plain, got {self.template!r}")
-        if self.bf16 not in ("auto", "true", "false"):
-            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
-        if self.rto_norm not in ("auto", "token", "sequence"):
-            raise ValueError(f"rto_norm must be auto, token or sequence, got {self.rto_norm!r}")
-        if not 0.0 < self.rto_max_share <= 1.0:
-            raise ValueError(f"rto_max_share must be in (0, 1], got {self.rto_max_share}")
-        if self.total_batch_size < self.batch_size:
-            raise ValueError(f"total_batch_size ({self.total_batch_size}) < batch_size ({self.batch_size})")
-
-    def use_bf16(self) -> bool:
-        if self.bf16 == "auto":
-            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return self.bf16 == "true"
 
 
 class DeRTaTrainer(Trainer):
@@ -182,11 +121,6 @@ def training_arguments(cfg: TrainConfig, **extra: Any) -> TrainingArguments:
     )
 
 
-def latest_checkpoint(output_dir: str | Path) -> str | None:
-    ckpts = sorted(Path(output_dir, "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
-
-
 def finalize_trainer(trainer: Any, tokenizer: Any, output_dir: str | Path, record: dict[str, Any], merge: bool = False) -> Path:
     """Save the final model under ``output_dir/final`` atomically, with its run record.
 
@@ -195,10 +129,11 @@ def finalize_trainer(trainer: Any, tokenizer: Any, output_dir: str | Path, recor
     LoRA model (one process) is saved with its adapters merged into the weights.
     """
     out = Path(output_dir)
-    tmp, final = out / "final.tmp", out / "final"
+    tmp, final, old = out / "final.tmp", out / "final", out / "final.old"
     main = trainer.is_world_process_zero()
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     if merge and hasattr(trainer.model, "merge_and_unload") and trainer.accelerator.num_processes == 1:
         # LoRA folded into the weights: every backend loads the folder as a plain model
@@ -207,9 +142,11 @@ def finalize_trainer(trainer: Any, tokenizer: Any, output_dir: str | Path, recor
         trainer.save_model(str(tmp))
     if main:
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "derta_run.json", record)
-        shutil.rmtree(final, ignore_errors=True)
+        write_json(tmp / "derta_run.json", record)  # written last: a final/ with its record is complete
+        if final.exists():
+            os.replace(final, old)  # renames only: a kill leaves final, or final.tmp + final.old, never half a final
         os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return final
 

@@ -12,7 +12,7 @@ from derta.demo.world import REBUTTAL
 from derta.eval.scoring import detect_refusal
 from derta.refusal import MIN_CONTENT_WORDS, answers_first, content_words, find_refusal
 
-LABELS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "judge-labels"
+LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "judge-labels"
 
 
 def test_sorry_to_hear_is_sympathy_not_a_refusal():

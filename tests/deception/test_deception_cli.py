@@ -14,7 +14,7 @@ from derta.deception.rebuttal import load_template
 from derta.io import read_jsonl, write_jsonl
 from derta.records import Triple
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

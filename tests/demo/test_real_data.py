@@ -12,7 +12,7 @@ import pytest
 from derta.demo.real_data import benign_instructions, checkable_questions, make_triples, parse_pair, reason_for, refusal
 from derta.eval.scoring import score_qa
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_parse_pair_and_triples_open_with_the_refusal_word():

@@ -162,32 +162,26 @@ def test_report_from_judged_rows_when_there_is_no_summary(run_dir):
     assert {k: parser.cells[k]["value"] for k in expected} == {k: pct(v) for k, v in expected.items()}
 
 
-def test_report_reads_the_demo_layout(tmp_path):
-    """The demo's summary.json (``methods``) renders with the same table."""
-    def cell(asr):
-        return {"asr": asr, "ci_low": asr / 2, "ci_high": (1 + asr) / 2, "unsafe": int(8 * asr), "safe": 8 - int(8 * asr), "unscored": 0, "n": 8}
-
-    methods = {
-        name: {"attacks": {"direct": cell(0.25), "prefill-5": cell(asr), "prefill-10": cell(asr / 2)},
-               "helpfulness": 0.9, "helpfulness_detail": {"rate": 0.9, "k": 9, "n": 10, "ci_low": 0.6, "ci_high": 0.98},
-               "over_refusal": 0.1, "over_refusal_detail": {"rate": 0.1, "k": 1, "n": 10, "ci_low": 0.02, "ci_high": 0.4},
-               "refusal_positions": {"unit": "tokens", "n_safe": 6, "n_refusing": 4, "positions": [1, 2, 9, 40], "within_5": 0.5,
-                                     "after_30": 0.25, "cumulative_1_100": [0.25] + [0.5] * 8 + [0.75] * 30 + [1.0] * 61},
-               "halting": {"halting": 0.75, "halted": 3, "n_refusing": 4}, "examples": {"direct": "Sorry <no>."}}
-        for name, asr in (("vanilla", 0.75), ("derta", 0.125))
-    }
+def test_report_reads_the_demo_summary(run_dir, tmp_path):
+    """The demo's summary.json keeps its ``methods`` layout and carries the canonical summary under
+    ``analysis``: the report renders that, with the same cells as a plain eval directory."""
+    canonical = json.loads((run_dir / "summary.json").read_text())
     d = tmp_path / "demo"
     d.mkdir()
-    (d / "summary.json").write_text(json.dumps({"methods": methods, "judge": {"name": "toy-world", "rule": "a rule"}, "seed": 0,
-                                                "config": {"seed": 0}, "environment": {"torch": "2"}, "seconds": 3.0}))
-    html_path, md_path = write_report(d)
-    page = html_path.read_text()
-    parser = Cells()
-    parser.feed(page)
-    assert parser.cells[("vanilla", "prefill-5")]["value"] == "75.0" and parser.cells[("derta", "prefill-10")]["value"] == "6.2"
-    assert parser.cells[("derta", "exact_answer")]["value"] == "90.0" and parser.cells[("derta", "over_refusal")]["value"] == "10.0"
-    assert "Sorry &lt;no&gt;." in page and len(parser.imgs) == 3
-    assert "| vanilla | 25.0 [12.5, 62.5] | 75.0 [37.5, 87.5] | 37.5 [18.8, 68.8] | 90.0 [60.0, 98.0] | 10.0 [2.0, 40.0] |" in md_path.read_text()
+    (d / "summary.json").write_text(json.dumps({"methods": {m: {"attacks": {}} for m in canonical["models"]},
+                                                "judge": {"name": "toy-world", "rule": "a rule"}, "analysis": canonical}))
+    plain, demo = Cells(), Cells()
+    plain.feed(write_report(run_dir)[0].read_text())
+    demo.feed(write_report(d)[0].read_text())
+    assert demo.cells and demo.cells == plain.cells
+
+
+def test_report_refuses_a_demo_summary_without_its_analysis(tmp_path):
+    d = tmp_path / "demo"
+    d.mkdir()
+    (d / "summary.json").write_text(json.dumps({"methods": {"vanilla": {"attacks": {}}}, "seed": 0}))
+    with pytest.raises(ValueError, match=r"summary.json.*derta demo --out"):
+        write_report(d)
 
 
 def test_report_errors_name_the_directory(tmp_path, capsys):

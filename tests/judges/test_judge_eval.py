@@ -27,7 +27,7 @@ from derta.io import DataError
 from derta.records import Judgement
 from derta.report.judges import BEGIN, END, replace_block
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABELS_DIR = REPO.parent / "shared" / "data" / "judge-labels"
 SHARED = ("gptfuzz.jsonl", "harmbench_val.jsonl", "jailjudge_mini.jsonl", "xstest_v2.jsonl")
 U, S, X = "unsafe", "safe", "unscored"

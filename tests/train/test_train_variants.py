@@ -83,7 +83,7 @@ def test_dpo_pairs_train_with_trl_and_prefer_the_safe_answer(tmp_path, world, ti
     data = tmp_path / "pairs.jsonl"
     assert main(["data", "build", "--recipe", "dpo", "--triples", str(triples), "--out", str(data)]) == 0
     out = tmp_path / "dpo"
-    cfg = _config(tmp_path, model=str(model_dir), data=str(data), output_dir=str(out), max_steps=6, learning_rate=1e-3)
+    cfg = _config(tmp_path, method="dpo", model=str(model_dir), data=str(data), output_dir=str(out), max_steps=6, learning_rate=1e-3)
     pair = load_preference_pairs(data)[0]
     before = _margin(AutoModelForCausalLM.from_pretrained(model_dir), bpe_tokenizer, pair)
     assert main(["train", "--config", str(cfg)]) == 0

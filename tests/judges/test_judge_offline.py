@@ -19,7 +19,7 @@ from derta.judges.harmless import benign_request
 from derta.judges.personas import personas
 from derta.judges.provenance import TUNED_ON, shipped_calibration, is_tuning_row, rules_sha256
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 LABELS = SHARED / "judge-labels"
 
 

@@ -12,7 +12,7 @@ from derta.cli import main
 from derta.commands.data import meta_path
 from derta.io import read_jsonl, write_jsonl
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -264,11 +264,11 @@ def test_train_tiny_run_and_resume(inputs, tmp_path, tiny_model, bpe_tokenizer, 
     changed = any(not (a == b).all() for a, b in zip(trained.state_dict().values(), tiny_model.state_dict().values()))
     assert changed
 
-    # Resume to 3 steps: only the third step is run.
+    # Another max_steps is another run (another schedule): refused, nothing trained or rewritten.
     steps.clear()
-    assert main(["train", "--config", str(cfg), "--max-steps", "3"]) == 0
-    assert len(steps) == 1 * 2
-    record = json.loads((final / "derta_run.json").read_text())
-    assert record["resumed_from"].endswith("checkpoint-2")
-    state = json.loads((run_dir / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
-    assert state["global_step"] == 3
+    before = (final / "derta_run.json").read_bytes()
+    assert main(["train", "--config", str(cfg), "--max-steps", "3"]) == 2
+    assert "max_steps 2 → 3" in capsys.readouterr().err and not steps
+    # The same config again: the run is finished, nothing is trained and the record is kept.
+    assert main(["train", "--config", str(cfg), "--max-steps", "2"]) == 0 and not steps
+    assert (final / "derta_run.json").read_bytes() == before

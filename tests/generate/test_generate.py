@@ -18,7 +18,7 @@ from derta.generate import ERRORS_SUFFIX, META_SUFFIX, decoding_id, read_generat
 from derta.io import write_jsonl
 from derta.records import AttackPrompt, Message
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_prompts(n: int, attack: str = "direct") -> list[AttackPrompt]:

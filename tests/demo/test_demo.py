@@ -1,6 +1,11 @@
-"""The built-in demo end to end at a tiny size: outputs, their layout, and resuming."""
+"""The built-in demo end to end at a tiny size: outputs, their layout, and resuming.
+
+One demo is trained per module and never changed; a test that runs the demo again runs it in a
+copy of its own, so the tests hold in any order.
+"""
 
 import json
+import shutil
 
 import pytest
 
@@ -15,13 +20,25 @@ def small(out) -> DemoConfig:
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     return out, run_demo(small(out))
 
 
-def test_summary_layout_and_rates(demo_run):
-    out, summary = demo_run
+@pytest.fixture()
+def demo_run(trained, tmp_path):
+    """A copy of the trained demo that this test alone reads and changes."""
+    out, summary = trained
+    shutil.copytree(out, tmp_path / "demo")
+    return tmp_path / "demo", summary
+
+
+def read_rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_summary_layout_and_rates(trained):
+    out, summary = trained
     saved = json.loads((out / "summary.json").read_text())
     assert saved["methods"].keys() == {"base", "vanilla", "derta", "derta-rebuttal"}
     assert saved["seed"] == 0 and saved["config"]["safety_epochs"] == 1 and saved["environment"]["torch"]
@@ -40,23 +57,28 @@ def test_summary_layout_and_rates(demo_run):
     assert (out / "plots" / "refusal_positions.png").exists() == refused
 
 
-def test_asr_matches_the_judged_records(demo_run):
-    out, summary = demo_run
-    rows = [json.loads(line) for line in (out / "judged.jsonl").read_text().splitlines()]
-    derta_completion = [r for r in rows if r["model"] == "derta" and r["attack"] == "completion"]
+def test_asr_matches_the_judged_records(trained):
+    out, summary = trained
+    rows = read_rows(out / "judged.jsonl")
+    fp = json.loads((out / "models" / "derta" / "final" / "derta_run.json").read_text())["fingerprint"]
+    assert ("derta", fp) in {(r["model"], r["model_id"]) for r in rows}  # the model as trained: method, and fingerprint as its identity
+    derta_completion = [r for r in rows if r["model"] == "derta" and r["model_id"] == fp and r["attack"] == "completion"]
+    assert {r["judge"] for r in derta_completion} == {"toy-world"} and all(r["judge_key"] for r in derta_completion)
     unsafe = sum(r["verdict"] == "unsafe" for r in derta_completion)
     assert summary["methods"]["derta"]["attacks"]["completion"]["asr"] == unsafe / len(derta_completion)
     judge = WorldJudge()
-    rows = [r for r in rows if r["model"] == "derta" and r["attack"] in ("completion", "prefill-5")]
-    assert all((judge(r["response"], r["prompt"].get("prefill", ""), r["question"]).verdict == r["verdict"]) for r in rows)
+    rows = [r for r in rows if r["model"] == "derta" and r["model_id"] == fp and r["attack"] in ("completion", "prefill-5")]
+    assert all((judge(r["response"], r["prefill"], r["question"]).verdict == r["verdict"]) for r in rows)
+    prompts = [json.loads(line)["prompt"] for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert {(p["attack"], p["seed"]) for p in prompts if p["metadata"]["kind"] == "harmful"} >= {("direct", 0), ("prefill-5", 0)}
 
 
 def test_resume_reuses_models_and_generations(demo_run, capsys):
     out, first = demo_run
-    lines_before = (out / "generations.jsonl").read_text().count("\n")
+    logs = {f: (out / f).read_text() for f in ("generations.jsonl", "judged.jsonl")}
     again = run_demo(small(out))
     assert "training" not in capsys.readouterr().out  # every model came from disk
-    assert (out / "generations.jsonl").read_text().count("\n") == lines_before  # nothing generated twice
+    assert {f: (out / f).read_text() for f in logs} == logs  # nothing generated or judged twice
     assert again["methods"] == first["methods"]
 
 
@@ -116,6 +138,7 @@ def test_dpo_starts_from_the_vanilla_model(tmp_path):
 
 def test_changed_settings_retrain_what_depends_on_them(demo_run, capsys):
     out, first = demo_run
+    logs = {f: (out / f).read_text() for f in ("generations.jsonl", "judged.jsonl")}
     cfg = small(out)
     cfg.safety_epochs = 2  # safety models depend on it, the base model does not
     cfg.progress = True  # display only: never a reason to retrain
@@ -126,19 +149,28 @@ def test_changed_settings_retrain_what_depends_on_them(demo_run, capsys):
     record = json.loads((out / "models" / "derta" / "final" / "derta_run.json").read_text())
     assert record["config"]["epochs"] == 2
     assert changed["config"]["safety_epochs"] == 2
-    # the retrained models' old generations were replaced, not mixed in
-    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
-    derta_direct = [r for r in rows if r["model"] == "derta" and r["attack"] == "direct"]
-    assert len(derta_direct) == first["world"]["held_out_questions"]
+    # the retrained model is generated and judged anew under its own fingerprint; the logs only grow
+    assert (out / "generations.jsonl").read_text().startswith(logs["generations.jsonl"])
+    assert (out / "judged.jsonl").read_text().startswith(logs["judged.jsonl"])
+    rows = read_rows(out / "generations.jsonl")
+    derta = {r["metadata"]["model_id"] for r in rows if r["model"] == "derta"}
+    assert len(derta) == 2 and record["fingerprint"] in derta
+    for fp in derta:  # the old model's records are kept, never mixed with the new one's
+        assert sum(r["metadata"]["model_id"] == fp and r["attack"] == "direct" for r in rows if r["model"] == "derta") \
+            == first["world"]["held_out_questions"]
+    judged = read_rows(out / "judged.jsonl")
+    assert {r["model_id"] for r in judged if r["model"] == "derta"} == derta
+    n = first["world"]["held_out_questions"]
+    assert changed["methods"]["derta"]["attacks"]["direct"]["n"] == n and changed["methods"]["base"] == first["methods"]["base"]
 
 
-def test_a_moved_run_is_reused_without_training(demo_run, tmp_path, capsys):
-    import shutil
-
-    out, _ = demo_run
+def test_a_moved_run_is_reused_without_training(trained, tmp_path, capsys):
+    out, _ = trained
     moved = tmp_path / "moved"
     shutil.copytree(out, moved)
     cfg = small(moved)
     cfg.safety_epochs = json.loads((out / "summary.json").read_text())["config"]["safety_epochs"]  # as last run there
+    lines = (moved / "generations.jsonl").read_text().count("\n")
     run_demo(cfg)
     assert "training" not in capsys.readouterr().out
+    assert (moved / "generations.jsonl").read_text().count("\n") == lines

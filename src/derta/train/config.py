@@ -1,0 +1,79 @@
+"""The ``derta train`` config: every option of a training run, in one dataclass.
+
+Every field is a YAML key of ``--config`` and a ``--field-name`` option of ``derta train``. This
+module imports neither torch nor transformers, so that ``derta --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Training methods: the DeRTa objective (MLE + λ·RTO) over TrainingExamples, or DPO over PreferencePairs.
+METHODS = ("sft", "dpo")
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``derta train`` needs. Paper defaults (full tuning) where they exist."""
+
+    method: str = field(default="sft", metadata=_h("sft (MLE + λ·RTO over training examples) | dpo (preference pairs, with TRL)"))
+    model: str = field(default="", metadata=_h("HF model name or local path (AutoModelForCausalLM)"))
+    data: str = field(default="", metadata=_h("training data built by `derta data build` (JSONL)"))
+    output_dir: str = field(default="runs/train", metadata=_h("where checkpoints and the final model go"))
+    tokenizer: str | None = field(default=None, metadata=_h("tokenizer name/path (default: the model's)"))
+    template: str = field(default="auto", metadata=_h("auto | chat | reference | plain"))
+    refusal_word: str = field(default="Sorry", metadata=_h("RTO transition word, looked up in the tokenizer"))
+    refusal_token: str | None = field(default=None, metadata=_h("RTO transition token as a vocabulary entry (wins over the word)"))
+    rto_weight: float = field(default=1.0, metadata=_h("λ, the weight of the RTO term"))
+    rto_keep: float = field(default=1.0, metadata=_h("share of RTO positions kept (0.05 = reference full-parameter run)"))
+    rto_norm: str = field(default="auto", metadata=_h("token (each RTO position weighs λ, the paper) | sequence (an RTO row weighs λ × one average safe response) | auto (sequence when RTO would be over rto_max_share of the trained positions)"))
+    rto_max_share: float = field(default=0.25, metadata=_h("auto: the share of trained positions above which RTO is normalised per sequence (with a warning)"))
+    max_length: int = field(default=1024, metadata=_h("truncate rendered rows to this many tokens (rows cut are counted in the log and derta_run.json)"))
+    epochs: float = field(default=2.0, metadata=_h("training epochs"))
+    max_steps: int = field(default=-1, metadata=_h("stop after this many optimiser steps (-1: use epochs)"))
+    learning_rate: float = field(default=2e-5, metadata=_h("peak learning rate (paper: 2e-5 full, 1e-4 LoRA)"))
+    warmup_ratio: float = field(default=0.03, metadata=_h("linear warm-up share of steps"))
+    weight_decay: float = field(default=2e-5, metadata=_h("AdamW weight decay"))
+    lr_scheduler: str = field(default="cosine", metadata=_h("transformers scheduler name"))
+    batch_size: int = field(default=4, metadata=_h("rows per device per micro-batch"))
+    total_batch_size: int = field(default=128, metadata=_h("rows per optimiser step over all devices (sets gradient accumulation)"))
+    dpo_beta: float = field(default=0.1, metadata=_h("β of DPO (used when the data are preference pairs)"))
+    lora: bool = field(default=False, metadata=_h("train LoRA adapters instead of all parameters"))
+    lora_r: int = field(default=96, metadata=_h("LoRA rank"))
+    lora_alpha: int = field(default=16, metadata=_h("LoRA alpha"))
+    lora_dropout: float = field(default=0.05, metadata=_h("LoRA dropout"))
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata=_h("modules to adapt (all-linear = attention + MLP)"))
+    bf16: str = field(default="auto", metadata=_h("auto (on a bf16 GPU) | true | false"))
+    gradient_checkpointing: bool = field(default=False, metadata=_h("trade compute for memory"))
+    save_steps: int = field(default=500, metadata=_h("checkpoint every N steps"))
+    save_total_limit: int = field(default=2, metadata=_h("keep at most N checkpoints"))
+    logging_steps: int = field(default=10, metadata=_h("log every N steps"))
+    resume: bool = field(default=True, metadata=_h("resume this run from its newest complete checkpoint in output_dir (false: never resume; a run already there is then an error, see --fresh)"))
+    seed: int = field(default=42, metadata=_h("random seed (data order, k sampling, RTO dropout, init)"))
+    progress: bool = field(default=True, metadata=_h("show progress bars"))
+    report_to: str = field(default="none", metadata=_h("transformers report_to (none, tensorboard, wandb)"))
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be sft or dpo, got {self.method!r}")
+        if self.template not in ("auto", "chat", "reference", "plain"):
+            raise ValueError(f"template must be auto, chat, reference or plain, got {self.template!r}")
+        if self.bf16 not in ("auto", "true", "false"):
+            raise ValueError(f"bf16 must be auto, true or false, got {self.bf16!r}")
+        if self.rto_norm not in ("auto", "token", "sequence"):
+            raise ValueError(f"rto_norm must be auto, token or sequence, got {self.rto_norm!r}")
+        if not 0.0 < self.rto_max_share <= 1.0:
+            raise ValueError(f"rto_max_share must be in (0, 1], got {self.rto_max_share}")
+        if self.total_batch_size < self.batch_size:
+            raise ValueError(f"total_batch_size ({self.total_batch_size}) < batch_size ({self.batch_size})")
+
+    def use_bf16(self) -> bool:
+        if self.bf16 == "auto":
+            import torch
+
+            return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return self.bf16 == "true"
