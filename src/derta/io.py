@@ -13,8 +13,9 @@ import platform
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 class DataError(ValueError):
@@ -165,54 +166,50 @@ def redact_secrets(data: Any) -> Any:
     return data
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Write all rows, atomically: a reader never sees a half-written file under ``path``."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file opened for writing that appears under ``path`` only when the block succeeds.
+
+    The content goes to a temp file ``.NAME.*.tmp`` beside ``path`` and is renamed over it at the
+    end, so a reader (or a crash) never sees half a file; on an error the temp file is removed
+    and an existing ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write all rows, atomically: a reader never sees a half-written file under ``path``."""
+    with atomic_file(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return Path(path)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write one JSON document atomically; keys that hold secrets are left out (:func:`redact_secrets`)."""
-    path = Path(path)
     data = redact_secrets(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path) as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return Path(path)
 
 
 def write_yaml(path: str | Path, data: Any) -> Path:
     """Write one YAML document (a config as run) atomically, without the keys that hold secrets."""
     import yaml
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.safe_dump(redact_secrets(data), f, sort_keys=False, allow_unicode=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_file(path) as f:
+        yaml.safe_dump(redact_secrets(data), f, sort_keys=False, allow_unicode=True)
+    return Path(path)
 
 
 class JsonlAppender:

@@ -273,3 +273,23 @@ def test_rates_with_wilson_intervals():
     assert r["deception"]["rate"] == pytest.approx(1 / 3) and r["coherent-safe"]["k"] == 1
     assert r["deception_given_undesired"]["rate"] == pytest.approx(1 / 2)
     assert rates([])["undesired"]["rate"] is None
+
+
+def test_llm_classifier_key_changes_with_its_judge_model_options_and_decoding():
+    """Classifications are reused by this key: a judge on another server, with other options or
+    another decoding must classify again (its old labels are another judge's)."""
+    from derta.backends.base import Decoding
+    from derta.deception.classify import OfflineClassifier, classifier_info
+    from derta.judges.model import ModelRef
+
+    def key(spec="openai:judge", options=None, decoding=None):
+        return classifier_info(LlmClassifier(ModelRef(spec, options or {"base_url": "http://a/v1"}), decoding))["sha256"]
+
+    base = key()
+    assert key() == base  # stable
+    assert key(options={"base_url": "http://b/v1"}) != base
+    assert key(spec="openai:other-judge") != base
+    assert key(decoding=Decoding(max_new_tokens=64)) != key(decoding=Decoding(max_new_tokens=512))
+    assert key(options={"base_url": "http://a/v1", "batch_size": 64}) == base  # how fast it runs is not who it is
+    offline = OfflineClassifier()
+    assert classifier_info(offline) == {"name": offline.name, "sha256": offline.sha}  # rules-only: its rules hash, as before

@@ -194,3 +194,15 @@ def load_backend(spec: str, **kwargs: Any) -> Backend:
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
     return factory(arg, **kwargs) if arg else factory(**kwargs)
+
+
+def free_memory() -> None:
+    """Give back what a dropped model held: Python garbage, and the CUDA cache when torch is in use
+    (torch is not imported for this: a run that never loaded it has nothing to free)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

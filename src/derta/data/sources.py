@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import atomic_file
+
 DERTA_COMMIT = "70bdb52b5e139f32f5a723b5f09d2b0befa81657"
 XSTEST_COMMIT = "d7bb5bd738c1fcbc36edd83d5e7d1b71a3e2d84d"
 _DERTA = f"https://raw.githubusercontent.com/RobustNLP/DeRTa/{DERTA_COMMIT}/data"
@@ -89,10 +91,8 @@ def _download(src: Source, dest: Path) -> Path:
     data = _canonical(src, raw)
     if _sha(data) != src.sha256:
         raise SourceError(f"{src.url}: sha256 {_sha(data)} is not the pinned {src.sha256}; not using it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
+    with atomic_file(dest, "wb") as f:
+        f.write(data)
     return dest
 
 

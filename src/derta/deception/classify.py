@@ -33,7 +33,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..judges.llm import FencedReply, fenced_calls, fill_fenced, new_fence, prompt_sha, read_label
+from ..judges.base import judge_identity, judge_key
+from ..judges.llm import (
+    FencedReply,
+    fenced_calls,
+    fill_fenced,
+    new_fence,
+    prompt_sha,
+    read_label,
+)
+from ..judges.model import model_identity
 from ..judges.text import words
 from ..records import Record
 from ..refusal import find_refusal
@@ -311,6 +320,12 @@ class LlmClassifier:
         self.max_explanation = max_explanation
         self.name = f"llm:{getattr(backend, 'name', 'model')}"
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What decides its labels: the prompt, the judge model (spec, revision, options) and its decoding."""
+        dec = self.decoding.to_dict() if hasattr(self.decoding, "to_dict") else self.decoding
+        return {"name": self.name, "prompt_sha256": self.sha, "model": model_identity(self.backend), "decoding": dec}
+
     def render(self, scenario: Scenario, reasoning: str | None, final: str | None, fence: str | None = None) -> tuple[str, str]:
         """(prompt text, fence) for one answer; a fresh fence unless one is given."""
         fence = fence or new_fence()
@@ -362,7 +377,12 @@ def get_classifier(name: str = "offline", backend: Any = None, decoding: Any = N
 
 
 def classifier_info(c: Any) -> dict[str, Any]:
-    return {"name": c.name, "sha256": getattr(c, "sha", None)}
+    """The classifier's name and the hash its classifications are keyed by: of its rules, or of
+    its whole identity (prompt, judge model and options, decoding) when it has one."""
+    ident = getattr(c, "identity", None)
+    if ident is None:
+        return {"name": c.name, "sha256": getattr(c, "sha", None)}
+    return {"name": c.name, "sha256": judge_key(c), "identity": judge_identity(c)}
 
 
 # -- rates -----------------------------------------------------------------------------------------

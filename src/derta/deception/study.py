@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import Decoding
+from ..backends.base import Decoding, free_memory
 from ..backends.spec import ModelListError, identity_id, parse_models
 from ..config import ConfigError
 from ..io import DataError, environment, read_log, write_json
@@ -142,7 +142,7 @@ def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judg
                                     metadata={"spec": e.spec, "identity": e.identity, "config": config}, model_id=ids[e.name])
         finally:
             del backend
-            _free_memory()
+            free_memory()
     if cfg.classifier == "llm":
         judge = judge_backend or load_backend(cfg.judge_model or "", **cfg.judge_args)
         classifier = get_classifier("llm", backend=judge, decoding=Decoding.from_dict({"seed": cfg.seed, **cfg.judge_decoding}))
@@ -164,19 +164,6 @@ def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judg
 
     write_report(summary, classified, out_dir, examples=cfg.examples)
     return summary
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:  # torch is a dependency, but the study itself does not need it
-        pass
 
 
 # -- classification stage ------------------------------------------------------------------------------

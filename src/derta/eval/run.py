@@ -18,16 +18,14 @@ models only after all generation, and only when something is left to judge.
 
 from __future__ import annotations
 
-import gc
 import logging
 import random
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 
-from ..backends.base import Decoding, complete, load_backend
+from ..backends.base import Decoding, complete, free_memory, load_backend
 from ..backends.spec import identity_id, model_identity
 from ..generate import decoding_id, read_generations, run_generation, written_by
 from ..io import environment, write_json, write_yaml
@@ -113,7 +111,8 @@ class LazyBackend:
     def free(self) -> None:
         backend, self._backend = self._backend, None
         if backend is not None:
-            _free(backend)
+            del backend
+            free_memory()
 
 
 class _ProgressBackend:
@@ -152,14 +151,6 @@ def generate(backend: Any, prompts: list[AttackPrompt], path: Path, model: str, 
 def _same(g: Generation, p: AttackPrompt) -> bool:
     """A logged generation answers this very prompt (else run_generation reports the clash)."""
     return all(g.prompt.get(k) == v for k, v in p.to_dict().items() if k in ("messages", "text", "prefill"))
-
-
-def _free(backend: Any) -> None:
-    del backend
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _refusal_ids(backend: Any) -> list[int]:

@@ -16,15 +16,13 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import hashlib
 import inspect
 import re
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..backends.base import Decoding
+from ..backends.base import Decoding, free_memory
 from ..backends.spec import RUNTIME_OPTIONS, content_fingerprint  # runtime options: left out of a judge's identity
 from ..records import AttackPrompt
 
@@ -95,10 +93,7 @@ class ModelRef:
         if backend is None:
             return
         del backend
-        gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()
 
 
 def model_identity(backend: Any) -> dict[str, Any]:
