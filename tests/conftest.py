@@ -132,3 +132,155 @@ def chat_model(bpe_tokenizer):
         torch.set_num_threads(threads)
     model.eval()
     return SimpleNamespace(model=model, tokenizer=tok, chats=MEMORISED_CHATS, docs=MEMORISED_DOCS)
+
+
+# -- kill -9 trials: a real `derta` process, SIGKILLed at a chosen moment, then rerun ----------------
+
+class KillTrial:
+    """One fault-injection trial: the kill point, what was on disk at the kill, how the rerun ended."""
+
+    HEADER = ("trial", "kill point", "on disk at kill", "resume rc", "vs uninterrupted")
+
+    def __init__(self, trial: int, kill: str, on_disk: str, resume_rc: int | None = None, equal: bool | None = None):
+        self.trial, self.kill, self.on_disk, self.resume_rc, self.equal = trial, kill, on_disk, resume_rc, equal
+
+    def cells(self) -> tuple[str, ...]:
+        equal = "-" if self.equal is None else "equal" if self.equal else "DIFFERENT"
+        return (str(self.trial), self.kill, self.on_disk, "-" if self.resume_rc is None else str(self.resume_rc), equal)
+
+
+class Killer:
+    """Runs ``python -m derta.cli ARGS`` as a subprocess (one thread, no GPU) and SIGKILLs it when a
+    condition on disk holds; builds the conditions (a log grew to N lines, a file appeared, a delay)
+    and reads logs back strictly (every line must parse)."""
+
+    POLL = 0.0005  # seconds between looks at the disk: a line appended is seen within ~1 ms
+    Trial = KillTrial
+
+    @staticmethod
+    def argv(*args: object) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "derta.cli", *map(str, args)]
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "TOKENIZERS_PARALLELISM": "false"}
+
+    def run(self, *args: object, timeout: float = 500):
+        """Run to the end; the CompletedProcess (text output captured)."""
+        import subprocess
+
+        return subprocess.run(self.argv(*args), env=self.env(), capture_output=True, text=True, timeout=timeout)
+
+    def kill_when(self, args: list[object], ready, timeout: float = 300, stdout: Path | None = None) -> tuple[bool, float, int]:
+        """Start ``derta ARGS``; SIGKILL it as soon as ``ready()`` holds. Returns (killed, seconds
+        from start to kill or end, exit status); killed is False when the process ended first.
+        ``stdout``: a file for what it prints (else it is dropped)."""
+        import contextlib
+        import subprocess
+        import time
+
+        t0 = time.monotonic()
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(stdout.open("w")) if stdout is not None else subprocess.DEVNULL
+            proc = subprocess.Popen(self.argv(*args), env=self.env(), stdout=sink, stderr=subprocess.DEVNULL)
+            return self._watch(proc, args, ready, t0, timeout)
+
+    def _watch(self, proc, args: list[object], ready, t0: float, timeout: float) -> tuple[bool, float, int]:
+        import signal
+        import time
+
+        try:
+            while proc.poll() is None:
+                if ready():
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait()
+                    return True, time.monotonic() - t0, proc.returncode
+                if time.monotonic() - t0 > timeout:
+                    raise AssertionError(f"derta {' '.join(map(str, args))}: still running after {timeout} s")
+                time.sleep(self.POLL)
+            return False, time.monotonic() - t0, proc.returncode
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    @staticmethod
+    def lines(path: Path) -> int:
+        """Complete lines in ``path`` (0 when absent)."""
+        try:
+            return path.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    def after_lines(self, path: Path, n: int):
+        """Ready once ``path`` holds ``n`` complete lines (the file is read only when its size changed)."""
+        seen = {"size": -1}
+
+        def ready() -> bool:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return False
+            if size == seen["size"]:
+                return False
+            seen["size"] = size
+            return self.lines(path) >= n
+
+        return ready
+
+    @staticmethod
+    def after_delay(first, delay: float):
+        """Ready ``delay`` seconds after ``first()`` first held."""
+        import time
+
+        since: dict[str, float] = {}
+
+        def ready() -> bool:
+            if "t" not in since:
+                if not first():
+                    return False
+                since["t"] = time.monotonic()
+            return time.monotonic() - since["t"] >= delay
+
+        return ready
+
+    @staticmethod
+    def describe(path: Path) -> str:
+        """``NAME: N lines (+ K torn bytes)`` or ``NAME: -`` when absent."""
+        if not path.exists():
+            return f"{path.name}: -"
+        data = path.read_bytes()
+        torn = len(data) - (data.rfind(b"\n") + 1)
+        n = data.count(b"\n")
+        return f"{path.name}: {n}" + (f" + {torn} B torn" if torn else "")
+
+    @staticmethod
+    def read_strict(path: Path) -> list[dict]:
+        """Every row of a JSONL log; a line that does not parse, or a missing final newline, fails."""
+        import json
+
+        data = path.read_bytes()
+        assert data.endswith(b"\n"), f"{path}: the last line is torn ({data[-80:]!r})"
+        rows = []
+        for i, line in enumerate(data.split(b"\n")[:-1], start=1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError as e:
+                raise AssertionError(f"{path}:{i}: does not parse ({e}): {line[:120]!r}") from None
+        return rows
+
+    @staticmethod
+    def table(title: str, trials: list[KillTrial]) -> str:
+        rows = [KillTrial.HEADER] + [t.cells() for t in trials]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(KillTrial.HEADER))]
+        out = [title] + [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+        out.insert(2, "-+-".join("-" * w for w in widths))
+        return "\n".join(out)
+
+
+@pytest.fixture()
+def killer() -> Killer:
+    """Runs `derta` in a subprocess and kills it with SIGKILL at a chosen moment (the *_kills tests)."""
+    return Killer()

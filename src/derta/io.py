@@ -166,6 +166,12 @@ def redact_secrets(data: Any) -> Any:
     return data
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """A file opened for writing that appears under ``path`` only when the block succeeds.
@@ -178,6 +184,7 @@ def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes it owner-only)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
         os.replace(tmp, path)
@@ -225,7 +232,7 @@ class JsonlAppender:
         if self.path.exists():
             data = self.path.read_bytes()
             if data and not data.endswith(b"\n"):
-                self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+                os.truncate(self.path, data.rfind(b"\n") + 1)  # in place: a kill now never loses the whole lines
         self._f = self.path.open("a", encoding="utf-8")
 
     def write(self, row: dict[str, Any]) -> None:

@@ -144,3 +144,63 @@ def test_load_backend_rejects_unknown_kinds():
         load_backend("nope:model")
     with pytest.raises(ValueError, match="names no model"):
         load_backend("hf:")
+
+
+def test_a_prompt_longer_than_the_context_is_recorded_and_said(bpe_tokenizer, caplog):
+    """A prompt that does not fit the model's context is marked on its generation and warned
+    about once, never generated silently (the short prompt is not marked)."""
+    from derta.demo.model import tiny_llama
+
+    model = tiny_llama(bpe_tokenizer, hidden=32, layers=1, heads=2, seed=0)
+    model.config.max_position_embeddings = 48
+    backend = HFBackend(model, bpe_tokenizer, progress=False)
+    short, long = chat("s", "How do I wash a car?"), chat("l", " ".join(["wash the car with soap"] * 12))
+    assert backend.context_length == 48
+    with caplog.at_level("WARNING", logger="derta.backends.hf"):
+        out = backend.complete([short, long], Decoding(max_new_tokens=4))
+    assert "over_context" not in out[0].metadata and out[1].metadata["over_context"] is True
+    assert out[1].metadata["n_prompt_tokens"] > 48 - 4 >= out[0].metadata["n_prompt_tokens"]
+    assert "1 of 2 prompts plus max_new_tokens 4 exceed the model's context of 48 tokens" in caplog.text
+
+
+def test_plan_batches_by_token_budget():
+    from derta.backends.hf import plan_batches
+
+    lengths = [40, 30, 12, 10, 8, 5]  # sorted longest first, as complete() hands them over
+    assert plan_batches(lengths, batch_size=8, token_budget=100, max_new_tokens=10) == [(0, 2), (2, 6)]  # 2 x 50, 4 x 22 tokens
+    assert plan_batches(lengths, batch_size=3, token_budget=100, max_new_tokens=10) == [(0, 2), (2, 5), (5, 6)]  # batch_size caps
+    assert plan_batches(lengths, batch_size=4, token_budget=None, max_new_tokens=10) == [(0, 4), (4, 6)]  # count only
+    assert plan_batches([500, 20], batch_size=8, token_budget=100, max_new_tokens=10) == [(0, 1), (1, 2)]  # over budget: alone
+    assert plan_batches([], batch_size=8, token_budget=100, max_new_tokens=10) == []
+
+
+def test_token_budget_batches_give_the_same_greedy_outputs(chat_model, tiny_model, bpe_tokenizer, monkeypatch):
+    """Batching by a token budget changes how prompts are grouped, never what greedy decoding says."""
+    questions = [q for q, _ in chat_model.chats] + ["Hi", " ".join(["How do I wash a truck at night with soap?"] * 3), "What is 2 plus 3 plus 4?"]
+    prompts = [chat(str(i), q) for i, q in enumerate(questions)] + [raw("r", "Here is how to")]
+    lengths = sorted((len(render_prompt(p, bpe_tokenizer).ids) for p in prompts), reverse=True)
+    assert lengths[0] > 2 * lengths[-1]  # a real mix of lengths
+    decoding = Decoding(max_new_tokens=12)
+    budget = 2 * (lengths[0] + decoding.max_new_tokens)  # the longest prompts go two at a time, short ones more
+    for model in (chat_model.model, tiny_model):
+        by_count = HFBackend(model, bpe_tokenizer, batch_size=3, token_budget=None, progress=False)
+        by_budget = HFBackend(model, bpe_tokenizer, batch_size=len(prompts), token_budget=budget, progress=False)
+        sizes: list[int] = []
+        real = HFBackend._generate_batch
+        monkeypatch.setattr(HFBackend, "_generate_batch", lambda self, batch, *a, **k: sizes.append(len(batch)) or real(self, batch, *a, **k))
+        a = by_count.complete(prompts, decoding)
+        count_sizes, sizes[:] = list(sizes), []
+        b = by_budget.complete(prompts, decoding)
+        monkeypatch.setattr(HFBackend, "_generate_batch", real)
+        assert count_sizes == [3, 3, 2] and sizes[0] == 2 and max(sizes) > 3  # the two plans really differ
+        assert sum(sizes) == len(prompts)
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        assert [c.text for c in a] == [c.text for c in b]
+        if model is chat_model.model:  # and they are the memorised answers (cut at 12 tokens)
+            assert [c.text for c in b[:4]] == [bpe_tokenizer.decode(ids(bpe_tokenizer, ans)[:12]) for _, ans in chat_model.chats]
+
+
+def test_token_budget_must_be_positive(tiny_model, bpe_tokenizer):
+    with pytest.raises(ValueError, match="token_budget"):
+        HFBackend(tiny_model, bpe_tokenizer, token_budget=0)
+    assert HFBackend(tiny_model, bpe_tokenizer, progress=False).token_budget == 32768  # the default

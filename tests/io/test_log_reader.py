@@ -245,3 +245,21 @@ def test_writers_replace_atomically(tmp_path, monkeypatch):
     write_jsonl(tmp_path / "r.jsonl", [{"a": 1}])
     write_json(tmp_path / "s.json", {"a": 1})
     assert seen == [b'{"a": 1}\n', b'{\n  "a": 1\n}\n']
+
+
+def test_atomic_writes_get_the_permissions_open_would_give(tmp_path):
+    """A summary written atomically is readable by the group and others as the umask allows,
+    like a file made by open(), not owner-only as the temp file it starts as."""
+    import os
+    import stat
+
+    from derta.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        p = write_json(tmp_path / "summary.json", {"a": 1})
+        with open(tmp_path / "plain.json", "w") as f:
+            f.write("{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode) == 0o644

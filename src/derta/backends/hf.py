@@ -19,6 +19,7 @@ found by string in the tokenizer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from ..records import AttackPrompt, Message
 from ..templates import default_template, generation_template, get_template
 from ..tokens import single_token_id
 from .base import Completion, Decoding, check_prompt, cut_at_stop
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -115,13 +118,40 @@ def trained_template(path: str, tokenizer: Any) -> str | None:
     return default_template(tokenizer) if chosen == "auto" else chosen
 
 
+#: Default token budget of one generation batch: padded prompt + max_new_tokens, summed over its rows.
+DEFAULT_TOKEN_BUDGET = 32768
+
+
+def plan_batches(lengths: list[int], batch_size: int, token_budget: int | None, max_new_tokens: int) -> list[tuple[int, int]]:
+    """Cut prompts sorted longest first (``lengths``, in that order) into ``[start, stop)`` batches.
+
+    A batch takes the next prompt while it has fewer than ``batch_size`` rows and its rows, each
+    left-padded to the batch's first (longest) prompt plus ``max_new_tokens``, stay within
+    ``token_budget`` (None: no budget, batches of ``batch_size``). Never empty: a prompt that alone
+    is over the budget is a batch of one. Example, budget 100, 10 new tokens:
+    lengths [40, 30, 12, 10, 8, 5] -> [(0, 2), (2, 6)] (2 x 50 and 4 x 22 tokens).
+    """
+    batches: list[tuple[int, int]] = []
+    start = 0
+    while start < len(lengths):
+        row = lengths[start] + max_new_tokens
+        fit = batch_size if token_budget is None else max(1, token_budget // row)
+        stop = min(len(lengths), start + min(batch_size, fit))
+        batches.append((start, stop))
+        start = stop
+    return batches
+
+
 class HFBackend:
     """Generate with a transformers causal LM given as a path/name or in memory.
 
     ``HFBackend("path/or/name")`` loads model and tokenizer (bf16 on GPU); ``HFBackend(model,
     tokenizer)`` uses objects already in memory (the demo trains this way) and leaves them on their
-    device unless ``device`` is given. ``batch_size`` prompts are generated together, sorted by
-    length to reduce padding.
+    device unless ``device`` is given. Prompts are sorted by length (longest first) and cut into
+    batches by a token budget: a batch holds at most ``batch_size`` prompts and, when
+    ``token_budget`` is set, at most that many padded prompt + ``max_new_tokens`` tokens (its KV
+    cache), so short prompts share large batches and long ones small batches (a prompt over the
+    budget on its own is generated alone). Greedy outputs do not depend on how prompts are batched.
     """
 
     def __init__(
@@ -132,6 +162,7 @@ class HFBackend:
         name: str | None = None,
         template: str | None = None,
         batch_size: int = 8,
+        token_budget: int | None = DEFAULT_TOKEN_BUDGET,
         device: str | None = None,
         dtype: Any = None,
         progress: bool = True,
@@ -157,9 +188,12 @@ class HFBackend:
             name = name or f"hf:{getattr(model.config, '_name_or_path', '') or 'in-memory'}"
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if token_budget is not None and token_budget < 1:
+            raise ValueError(f"token_budget must be >= 1 or None, got {token_budget}")
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.template = generation_template(tokenizer, template, name)
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.progress = progress
         self.stop_ids = stop_token_ids(tokenizer, self.template, model)
         pad = tokenizer.pad_token_id
@@ -171,24 +205,46 @@ class HFBackend:
     def generate(self, prompts: list[AttackPrompt], decoding: Decoding | None = None) -> list[str]:
         return [c.text for c in self.complete(prompts, decoding)]
 
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the model takes (its config's ``max_position_embeddings``), if known."""
+        cfg = getattr(self.model, "config", None)
+        n = getattr(getattr(cfg, "get_text_config", lambda: cfg)(), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+    def _over_context(self, rendered: list[RenderedPrompt], decoding: Decoding) -> set[int]:
+        """Prompts whose tokens plus ``max_new_tokens`` do not fit the model's context: recorded on
+        each generation (``over_context``) and said once per call, never silently generated."""
+        ctx = self.context_length
+        if ctx is None:
+            return set()
+        over = {i for i, r in enumerate(rendered) if len(r.ids) + decoding.max_new_tokens > ctx}
+        if over:
+            longest = max(len(rendered[i].ids) for i in over)
+            log.warning("%s: %d of %d prompts plus max_new_tokens %d exceed the model's context of %d tokens (longest prompt %d); "
+                        "their generations are marked over_context", self.name, len(over), len(rendered), decoding.max_new_tokens, ctx, longest)
+        return over
+
     def complete(self, prompts: list[AttackPrompt], decoding: Decoding | None = None) -> list[Completion]:
         from tqdm.auto import tqdm
 
         decoding = decoding or Decoding()
         rendered = [self.render(p) for p in prompts]
+        over = self._over_context(rendered, decoding)
         # Longest first: similar lengths share a batch (less padding) and an out-of-memory error
         # shows up in the first batch rather than the last.
         order = sorted(range(len(prompts)), key=lambda i: -len(rendered[i].ids))
+        batches = plan_batches([len(rendered[i].ids) for i in order], self.batch_size, self.token_budget, decoding.max_new_tokens)
         out: list[Completion | None] = [None] * len(prompts)
         was_training = self.model.training
         self.model.eval()
         try:
             with tqdm(total=len(prompts), disable=not self.progress, desc=self.name, unit="prompt") as bar:
-                for b, start in enumerate(range(0, len(order), self.batch_size)):
-                    idx = order[start : start + self.batch_size]
+                for b, (start, stop) in enumerate(batches):
+                    idx = order[start:stop]
                     batch = self._generate_batch([rendered[i].ids for i in idx], decoding, seed_offset=b)
                     for i, (ids, stopped) in zip(idx, batch):
-                        out[i] = self._finish(ids, stopped, rendered[i], prompts[i], decoding)
+                        out[i] = self._finish(ids, stopped, rendered[i], prompts[i], decoding, i in over)
                     bar.update(len(idx))
         finally:
             self.model.train(was_training)
@@ -226,10 +282,14 @@ class HFBackend:
             rows.append((row[:cut], cut is not None) if cut is not None else (row, False))
         return rows
 
-    def _finish(self, ids: list[int], ended: bool, rendered: RenderedPrompt, prompt: AttackPrompt, decoding: Decoding) -> Completion:
+    def _finish(self, ids: list[int], ended: bool, rendered: RenderedPrompt, prompt: AttackPrompt, decoding: Decoding,
+                over_context: bool = False) -> Completion:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         text, hit = cut_at_stop(text, decoding.stop)
         if rendered.lead and text.startswith(rendered.lead):
             text = text[len(rendered.lead) :]  # the template's separator, e.g. the space after "[\INST]"
         reason = "stop" if ended or hit else "length"
-        return Completion(text=text, token_ids=ids, n_tokens=len(ids), finish_reason=reason)
+        meta: dict[str, Any] = {"n_prompt_tokens": len(rendered.ids)}
+        if over_context:
+            meta["over_context"] = True
+        return Completion(text=text, token_ids=ids, n_tokens=len(ids), finish_reason=reason, metadata=meta)

@@ -32,7 +32,7 @@ MODEL_KEYS = ("name", "spec", "template", "options", "args")
 #: out of a model's identity (a larger batch reuses a run's generations).
 RUNTIME_OPTIONS = frozenset({
     "progress", "batch_size", "max_concurrency", "max_retries", "timeout", "backoff", "max_backoff", "on_error",
-    "gpu_memory_utilization", "tensor_parallel_size", "device", "name", "max_tokens_field", "api_key_env", "check_model",
+    "gpu_memory_utilization", "tensor_parallel_size", "device", "name", "max_tokens_field", "api_key_env", "check_model", "token_budget",
 })
 #: Backend kinds whose argument may be a local checkpoint (or answer file) to fingerprint.
 LOCAL_KINDS = ("hf", "vllm", "scripted")
