@@ -154,7 +154,8 @@ def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusa
     return TrainConfig(model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
                        weight_decay=0.0, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size, max_length=160,
                        **rto, save_steps=10**9, logging_steps=10**9,
-                       progress=cfg.progress, seed=cfg.seed, resume=False)
+                       progress=cfg.progress, seed=cfg.seed, resume=False,
+                       padding_free=False, loss_chunk_size=None)  # the published toy figures: padded batches, full logits
 
 
 def fingerprint(*parts: Any) -> str:

@@ -43,3 +43,36 @@ class DeRTaCollator:
             labels[i, :k] = torch.tensor(r["labels"], dtype=torch.long)
             weights[i, :k] = torch.tensor(r["loss_weights"], dtype=torch.float32)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weights": weights}
+
+
+@dataclass
+class PaddingFreeCollator:
+    """Rows (or bins of rows: items ``{"rows": [...]}``) flattened into ONE sequence, no padding.
+
+    transformers' ``DataCollatorWithFlattening`` builds ``input_ids``, ``labels`` and
+    ``position_ids``; this adds ``loss_weights`` aligned with them. Each row's first label is
+    ``-100`` and its weight 0: in the padded layout nothing predicts a row's first token (the loss
+    shift drops it), and here the position before it is the previous row's last token. Example::
+
+        rows:  [5, 6, 7] labels [-100, 6, 7] weights [0, 1, 1]
+               [5, 8]    labels [-100, 9]    weights [0, .5]
+        input_ids    [[5, 6, 7, 5, 8]]
+        position_ids [[0, 1, 2, 0, 1]]
+        labels       [[-100, 6, 7, -100, 9]]
+        loss_weights [[0, 1, 1, 0, .5]]
+
+    ``flash_attn_kwargs``: also the row boundaries FlashAttention's varlen kernel reads
+    (``cu_seq_lens_q/k``, ``max_length_q/k``), computed here on the CPU rather than in every layer.
+    """
+
+    flash_attn_kwargs: bool = False
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        from transformers import DataCollatorWithFlattening
+
+        rows = [r for item in items for r in (item["rows"] if "rows" in item else [item])]
+        rows = [r for r in rows if len(r["input_ids"])]  # as DataCollatorWithFlattening drops them
+        batch = DataCollatorWithFlattening(return_flash_attn_kwargs=self.flash_attn_kwargs)(rows, return_tensors="pt")
+        weights = [w for r in rows for w in [0.0, *r["loss_weights"][1:]]]
+        batch["loss_weights"] = torch.tensor([weights], dtype=torch.float32)
+        return batch

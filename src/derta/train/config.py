@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 #: Training methods: the DeRTa objective (MLE + λ·RTO) over TrainingExamples, or DPO over PreferencePairs.
 METHODS = ("sft", "dpo")
+#: How rows become micro-batches: as they come (none) or best-fit-decreasing packed into bins (bfd).
+PACKING = ("none", "bfd")
 
 
 def _h(text: str) -> dict[str, str]:
@@ -41,6 +43,10 @@ class TrainConfig:
     lr_scheduler: str = field(default="cosine", metadata=_h("transformers scheduler name"))
     batch_size: int = field(default=4, metadata=_h("rows per device per micro-batch"))
     total_batch_size: int = field(default=128, metadata=_h("rows per optimiser step over all devices (sets gradient accumulation)"))
+    padding_free: bool = field(default=True, metadata=_h("flatten each micro-batch into one sequence with position_ids restarting per row: no pad tokens (off, with a warning, for a model whose attention cannot keep packed rows apart)"))
+    packing: str = field(default="none", metadata=_h("none (a micro-batch is batch_size rows) | bfd (rows best-fit-decreasing packed into bins of max_length tokens, a micro-batch is batch_size bins; needs padding_free; gradient accumulation keeps about total_batch_size rows per step)"))
+    group_by_length: bool = field(default=False, metadata=_h("batch rows of similar length together (transformers' length-grouped sampler): less padding when padding_free is off"))
+    loss_chunk_size: int | None = field(default=1024, metadata=_h("score only the trained positions, this many at a time (peak loss memory O(chunk x vocabulary)); null: score every position from the full logits"))
     dpo_beta: float = field(default=0.1, metadata=_h("β of DPO (used when the data are preference pairs)"))
     lora: bool = field(default=False, metadata=_h("train LoRA adapters instead of all parameters"))
     lora_r: int = field(default=96, metadata=_h("LoRA rank"))
@@ -68,6 +74,14 @@ class TrainConfig:
             raise ValueError(f"rto_norm must be auto, token or sequence, got {self.rto_norm!r}")
         if not 0.0 < self.rto_max_share <= 1.0:
             raise ValueError(f"rto_max_share must be in (0, 1], got {self.rto_max_share}")
+        if self.packing not in PACKING:
+            raise ValueError(f"packing must be none or bfd, got {self.packing!r}")
+        if self.packing == "bfd" and not self.padding_free:
+            raise ValueError("packing bfd needs padding_free: packed rows are told apart by their position_ids")
+        if self.packing == "bfd" and self.group_by_length:
+            raise ValueError("group_by_length applies to rows, not to packed bins: use one of packing bfd and group_by_length")
+        if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
+            raise ValueError(f"loss_chunk_size must be >= 1 or null, got {self.loss_chunk_size}")
         if self.total_batch_size < self.batch_size:
             raise ValueError(f"total_batch_size ({self.total_batch_size}) < batch_size ({self.batch_size})")
 

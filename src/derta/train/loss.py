@@ -1,11 +1,55 @@
-"""The DeRTa objective as a plain function over logits, labels and weights."""
+"""The DeRTa objective as plain functions: over logits, or over final hidden states and the LM head.
+
+:func:`weighted_causal_lm_loss` scores every position of (B, T, V) logits;
+:func:`chunked_weighted_causal_lm_loss` computes the same value from the model's final hidden
+states, projecting only the trained positions through the LM head, ``chunk_size`` positions at a
+time, each chunk recomputed in the backward pass (activation checkpointing): the float32 logits of
+one chunk are the largest tensor of the loss, whatever B·T. DeRTa rows are mostly prompt and
+harmful prefix, which carry no label.
+
+Liger's fused linear cross-entropy (the ``liger-kernel`` extra, CUDA) would fuse the projection
+and the cross-entropy further; it reads the LM head's weight directly, so it would silently skip a
+LoRA adapter on the head, and it is not wired in here.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..records import IGNORE_INDEX
+
+
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """float32 logits (float64 ones stay float64: upcast, never down)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
+def _num_items(num_items: torch.Tensor | int | None, labels: torch.Tensor, ignore_index: int, device: torch.device) -> torch.Tensor | int:
+    if num_items is None:
+        num_items = labels[:, 1:].ne(ignore_index).sum()
+    if isinstance(num_items, torch.Tensor):
+        return num_items.to(device).clamp(min=1)
+    return max(int(num_items), 1)
+
+
+def weighted_token_losses(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """(B, T - 1) float32: w_{t+1} · CE(logits_t, labels_{t+1}), 0 where the label is ignored.
+
+    The labels are shifted rather than the logits, so the (B, T, V) logits are upcast once and
+    never copied into a (B, T - 1, V) slice.
+    """
+    targets = F.pad(labels[:, 1:], (0, 1), value=ignore_index)
+    per_token = F.cross_entropy(_upcast(logits).flatten(0, 1), targets.flatten(), ignore_index=ignore_index, reduction="none")
+    per_token = per_token.view(labels.shape)[:, :-1]
+    if weights is not None:
+        per_token = per_token * weights[:, 1:].to(per_token.dtype)
+    return per_token
 
 
 def weighted_causal_lm_loss(
@@ -31,15 +75,46 @@ def weighted_causal_lm_loss(
     of the RTO term, and dividing by the step-wide count makes the gradient independent of how the
     step is split into micro-batches. With λ = 1 this is the reference implementation's token mean.
     """
-    logits = logits[:, :-1, :].float()
-    labels = labels[:, 1:]
-    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=ignore_index, reduction="none")
+    per_token = weighted_token_losses(logits, labels, weights, ignore_index)
+    return per_token.sum() / _num_items(num_items, labels, ignore_index, per_token.device)
+
+
+def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, lm_head: Any) -> torch.Tensor:
+    per_token = F.cross_entropy(_upcast(lm_head(hidden)), targets, reduction="none")
+    return (per_token * weights.to(per_token.dtype)).sum()
+
+
+def chunked_weighted_causal_lm_loss(
+    hidden: torch.Tensor,
+    lm_head: Any,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    num_items: torch.Tensor | int | None = None,
+    chunk_size: int = 1024,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """``weighted_causal_lm_loss(lm_head(hidden), labels, weights, num_items)`` without the (B, T, V) logits.
+
+    Args:
+        hidden: (B, T, H) final hidden states (the LM head's input), position t predicts token t + 1.
+        lm_head: the output projection, called on (n, H) slices (a LoRA-adapted head keeps its adapter).
+        labels, weights, num_items: as in :func:`weighted_causal_lm_loss` (same N).
+        chunk_size: trained positions projected at a time; peak memory O(chunk_size · V).
+
+    Positions whose label is ignored or whose weight is 0 add exactly 0 and are skipped.
+    """
+    targets = labels[:, 1:]
+    keep = targets.ne(ignore_index)
     if weights is not None:
-        per_token = per_token * weights[:, 1:].reshape(-1).to(per_token.dtype)
-    if num_items is None:
-        num_items = labels.ne(ignore_index).sum()
-    if isinstance(num_items, torch.Tensor):
-        num_items = num_items.to(per_token.device).clamp(min=1)
-    else:
-        num_items = max(int(num_items), 1)
-    return per_token.sum() / num_items
+        w = weights[:, 1:]
+        keep = keep & w.ne(0)
+    device = next(lm_head.parameters()).device
+    h = hidden[:, :-1][keep].to(device)  # (n, H)
+    y = targets[keep].to(device)
+    w = (weights[:, 1:][keep] if weights is not None else torch.ones(y.shape)).to(device=device, dtype=torch.float32)
+    total = _chunk_loss(h[:0], y[:0], w[:0], lm_head)  # 0, still connected to the head and the model
+    recompute = torch.is_grad_enabled()
+    for s in range(0, h.size(0), chunk_size):
+        part = (h[s : s + chunk_size], y[s : s + chunk_size], w[s : s + chunk_size], lm_head)
+        total = total + (checkpoint(_chunk_loss, *part, use_reentrant=False, preserve_rng_state=False) if recompute else _chunk_loss(*part))
+    return total / _num_items(num_items, labels, ignore_index, total.device)

@@ -22,9 +22,9 @@ from ..io import environment, write_json
 from ..templates import default_template, get_template
 from ..tokens import refusal_token_id
 from .checkpoints import latest_checkpoint
-from .collator import DeRTaCollator
 from .identity import RECORD, check_output_dir, clear_run, fingerprint
 from .objective import check_truncation, plan_objective, truncation_stats
+from .packing import plan_batching
 from .trainer import DeRTaTrainer, EpochCallback, TrainConfig, finalize_trainer, load_model, load_tokenizer, run_record, training_arguments
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,21 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, 
     log.info("objective: %d MLE and %d RTO trained positions (RTO %.1f%% of positions, %.1f%% of the loss weight; rto_norm %s)",
              after["positions"]["mle"], after["positions"]["rto"], 100 * after["rto_share"], 100 * after["rto_weight_share"], objective["rto_norm"])
     dataset = RenderedDataset(examples, renderer, seed=cfg.seed)
+    batching = plan_batching(cfg, model, dataset, tokenizer.pad_token_id)
+    log.info("batching: %s, %d %s per micro-batch; loss: %s", batching.record["mode"], cfg.batch_size,
+             "bins" if cfg.packing == "bfd" and batching.record["padding_free"] else "rows",
+             f"chunked, {cfg.loss_chunk_size} trained positions at a time" if cfg.loss_chunk_size else "full logits")
     return DeRTaTrainer(
         count_weights=objective["rto_norm"] == "sequence",
         objective_stats=objective,
+        loss_chunk_size=cfg.loss_chunk_size,
+        batching=batching.record,
         model=model,
-        args=training_arguments(cfg),
-        train_dataset=dataset,
-        data_collator=DeRTaCollator(pad_token_id=tokenizer.pad_token_id),
+        args=training_arguments(cfg, rows_per_item=batching.rows_per_item, **batching.arguments),
+        train_dataset=batching.dataset,
+        data_collator=batching.collator,
         processing_class=tokenizer,
-        callbacks=[EpochCallback(dataset), *(callbacks or [])],
+        callbacks=[EpochCallback(batching.dataset), *(callbacks or [])],
     )
 
 
