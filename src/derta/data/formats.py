@@ -166,45 +166,49 @@ def _is_reference_row(row: dict[str, Any]) -> bool:
     return "prefix" in row and "text" in row and "messages" not in row
 
 
-def load_training_examples(source: str | Path) -> list[TrainingExample]:
-    """Read the JSONL that ``derta data build`` writes (TrainingExample rows: ``derta train``'s
-    method ``sft``); a preference pair is an error that names the method it needs."""
+def _load_records(source: str | Path, cls: Any, what: str, check: Any, plural: str) -> list[Any]:
+    """Rows of ``source`` as ``cls`` records: ``check(path, line, row)`` raises on a row of the wrong
+    kind, ids are unique (both lines named), and an empty file is an error."""
     out = []
     unique = UniqueIds()
     for path, line, row in iter_rows(source):
-        if _is_reference_row(row):
-            raise DataError(f"{path}:{line}: this is the reference format; convert it with `derta data build --reference {path}`")
-        if "chosen" in row or "rejected" in row:
-            raise DataError(f"{path}:{line}: a DPO preference pair (chosen/rejected), not a training example; "
-                            "train it with `derta train --method dpo` (method: dpo in the config)")
-        ex = _parse(TrainingExample, row, path, line, "training example")
-        if ex.id:
-            unique(ex.id, path, line)
-        out.append(ex)
+        check(path, line, row)
+        record = _parse(cls, row, path, line, what)
+        if record.id:
+            unique(record.id, path, line)
+        out.append(record)
     if not out:
-        raise DataError(f"{source}: no training examples")
+        raise DataError(f"{source}: no {plural}")
     return out
+
+
+def _training_row(path: str, line: int | None, row: dict[str, Any]) -> None:
+    if _is_reference_row(row):
+        raise DataError(f"{path}:{line}: this is the reference format; convert it with `derta data build --reference {path}`")
+    if "chosen" in row or "rejected" in row:
+        raise DataError(f"{path}:{line}: a DPO preference pair (chosen/rejected), not a training example; "
+                        "train it with `derta train --method dpo` (method: dpo in the config)")
+
+
+def _pair_row(path: str, line: int | None, row: dict[str, Any]) -> None:
+    if "target" in row and "chosen" not in row and "rejected" not in row:
+        raise DataError(f"{path}:{line}: a training example (messages/target), not a DPO preference pair (chosen/rejected); "
+                        "train it with `derta train --method sft` (the default) or build pairs with `derta data build --recipe dpo`")
+    for name in ("messages", "chosen", "rejected"):
+        if name not in row:
+            raise DataError(f"{path}:{line}: missing field {name!r} (a DPO pair needs messages, chosen, rejected)")
+
+
+def load_training_examples(source: str | Path) -> list[TrainingExample]:
+    """Read the JSONL that ``derta data build`` writes (TrainingExample rows: ``derta train``'s
+    method ``sft``); a preference pair is an error that names the method it needs."""
+    return _load_records(source, TrainingExample, "training example", _training_row, "training examples")
 
 
 def load_preference_pairs(source: str | Path) -> list[PreferencePair]:
     """Read DPO pairs (``derta data build --recipe dpo``: ``derta train``'s method ``dpo``); a
     training example is an error that names the method it needs."""
-    out = []
-    unique = UniqueIds()
-    for path, line, row in iter_rows(source):
-        if "target" in row and "chosen" not in row and "rejected" not in row:
-            raise DataError(f"{path}:{line}: a training example (messages/target), not a DPO preference pair (chosen/rejected); "
-                            "train it with `derta train --method sft` (the default) or build pairs with `derta data build --recipe dpo`")
-        for name in ("messages", "chosen", "rejected"):
-            if name not in row:
-                raise DataError(f"{path}:{line}: missing field {name!r} (a DPO pair needs messages, chosen, rejected)")
-        pair = _parse(PreferencePair, row, path, line, "DPO preference pair")
-        if pair.id:
-            unique(pair.id, path, line)
-        out.append(pair)
-    if not out:
-        raise DataError(f"{source}: no preference pairs")
-    return out
+    return _load_records(source, PreferencePair, "DPO preference pair", _pair_row, "preference pairs")
 
 
 def instance_dicts(instances: list[Instance]) -> list[dict[str, Any]]:
