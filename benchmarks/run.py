@@ -29,11 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(triples=4, vocab=1024, hidden=32, layers=2, rounds=1, warmup=False, gen_prompts=8, new_tokens=4, judge_items=40,
-                  memory_vocab=(1024, 4096), memory_tokens=256, memory_hidden=16, child=False, trl=False),
+                  memory_vocab=(1024, 4096), memory_tokens=256, memory_hidden=16, child=False, trl=False, demo_rows=64),
     "quick": dict(triples=16, vocab=8192, hidden=128, layers=4, rounds=3, warmup=True, gen_prompts=64, new_tokens=32, judge_items=1000,
-                  memory_vocab=(32768, 131072), memory_tokens=2048, memory_hidden=64, child=True, trl=True),
+                  memory_vocab=(32768, 131072), memory_tokens=2048, memory_hidden=64, child=True, trl=True, demo_rows=None),
     "full": dict(triples=48, vocab=8192, hidden=128, layers=4, rounds=7, warmup=True, gen_prompts=64, new_tokens=64, judge_items=3000,
-                 memory_vocab=(32768, 131072), memory_tokens=4096, memory_hidden=64, child=True, trl=True),
+                 memory_vocab=(32768, 131072), memory_tokens=4096, memory_hidden=64, child=True, trl=True, demo_rows=None),
 }
 
 #: name -> (numerator arm, denominator arm, what it says); training ratios are effective tokens/s.
@@ -74,6 +74,39 @@ def train_section(p: dict[str, Any], w: Any, tmp: Path) -> tuple[dict[str, Any],
     info = {"rows": len(arms.rows), "real_tokens": arms.real_tokens, "batch_size": arms.batch_size, "max_length": arms.max_length,
             "padding_efficiency": {arm: round(arms.real_tokens / n, 3) for arm, n in arms.computed.items()}}
     return ratios, rates, info
+
+
+DEMO_RATIOS = {
+    "demo_train_defaults_vs_padded": ("defaults", "padded", "the toy demo's training rows and model (seed 0, base corpus + DeRTa data, batch 32): "
+                                      "padding-free + chunked loss vs padded batches + full logits"),
+}
+
+
+def demo_section(p: dict[str, Any], tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`make demo`'s own training workload: the speed-up its training stages get from the defaults."""
+    import random
+    from types import SimpleNamespace
+
+    from bench_train import TrainArms
+
+    from derta.demo.model import tiny_llama, train_tokenizer
+    from derta.demo.run import DemoConfig, base_examples, safety_examples, world_texts
+    from derta.demo.world import make_world
+
+    cfg = DemoConfig(progress=False)
+    w = make_world(0)
+    tok = train_tokenizer(world_texts(w), vocab_size=cfg.vocab_size)
+    examples = base_examples(w) + safety_examples(w, "derta", cfg)
+    if p["demo_rows"]:
+        examples = random.Random(0).sample(examples, p["demo_rows"])
+    arms = TrainArms(SimpleNamespace(tokenizer=tok, examples=examples), tiny_llama(tok, hidden=cfg.hidden, layers=cfg.layers, seed=0),
+                     tmp, batch_size=cfg.batch_size, max_length=160)
+    fns = {"defaults": arms.arm("defaults", arms.derta()), "padded": arms.arm("padded", arms.derta(padding_free=False, loss_chunk_size=None))}
+    values, errors = interleaved(fns, p["rounds"], p["warmup"])
+    ratios = {name: ratio(values, errors, a, b, what=what) for name, (a, b, what) in DEMO_RATIOS.items()}
+    info = {"rows": len(arms.rows), "real_tokens": arms.real_tokens, "batch_size": cfg.batch_size,
+            "padding_efficiency": {arm: round(arms.real_tokens / n, 3) for arm, n in arms.computed.items()}}
+    return ratios, info
 
 
 def gen_section(p: dict[str, Any], w: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -231,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         result["ratios"].update(ratios)
         result["rates"].update(rates)
         result["workload"]["train"] = info
+        ratios, info = demo_section(p, Path(tmp))
+        result["ratios"].update(ratios)
+        result["workload"]["demo_train"] = info
+        lap("demo_train")
         ratios, rates, info = gen_section(p, w)
         result["ratios"].update(ratios)
         result["rates"].update(rates)

@@ -17,7 +17,7 @@ from .commands._main import OneLineParser, add_command, execute, module_name, pa
 __all__ = ["COMMANDS", "build_parser", "main", "run_command"]
 
 # In the order they are listed by `derta --help`.
-COMMANDS = ("demo", "data", "train", "eval", "judge", "judge-eval", "report", "deception", "list")
+COMMANDS = ("demo", "data", "train", "eval", "finetune-attack", "judge", "judge-eval", "report", "deception", "list")
 
 
 def build_parser() -> argparse.ArgumentParser:

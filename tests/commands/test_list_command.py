@@ -29,7 +29,7 @@ def _registry(kind: str) -> list[str]:
     from derta.attacks.questions import PLAIN_SET
     from derta.eval.config import FILE_ONLY_TASKS, HELPFULNESS_SETS
 
-    return [PLAIN_SET, *HELPFULNESS_SETS, *FILE_ONLY_TASKS, "over_refusal"]
+    return [PLAIN_SET, *HELPFULNESS_SETS, *FILE_ONLY_TASKS, "over_refusal", "xstest"]
 
 
 @pytest.mark.parametrize("kind", list_command.KINDS)

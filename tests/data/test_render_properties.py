@@ -44,7 +44,7 @@ def test_labels_are_ignored_exactly_outside_the_trained_span(bpe_tokenizer, ex, 
     renderer = Renderer(bpe_tokenizer, refusal, template=template, max_length=max_length)
     r = renderer(ex, random.Random(seed))
     assert len(r.input_ids) == len(r.labels) == len(r.loss_weights) <= max_length
-    head = len(renderer.prompt_ids(renderer.turn(ex)))
+    head = len(renderer.prompt_ids(renderer.turn(ex))) - r.cut_query  # the query gives way before the target
     trained = [i for i, lab in enumerate(r.labels) if lab != IGNORE_INDEX]
     # the trained positions are one contiguous run to the end of the row, never in the prompt
     assert trained == list(range(len(r.labels) - len(trained), len(r.labels)))
@@ -58,7 +58,7 @@ def test_labels_are_ignored_exactly_outside_the_trained_span(bpe_tokenizer, ex, 
             assert lab == r.input_ids[i] and w == 1.0  # MLE: the target token itself
     if ex.objective == "rto":
         harmful = renderer.ids(renderer.turn(ex).lead + ex.target)
-        assert len(trained) == max(0, min(len(harmful), max_length - head))
+        assert len(trained) == max(0, len(harmful) - r.cut_target)
         assert r.input_ids[head:] == harmful[: max(0, len(r.input_ids) - head)]
 
 
@@ -139,12 +139,15 @@ def test_recipes_build_what_their_table_says(rows, recipe, seed, fixed):
         assert len(out) == n and all(p.chosen == by_id[p.metadata["triple_id"]].safe_response for p in out)
         return
     rto_rows = [x for x in out if x.objective == "rto"]
-    expected = {"vanilla": (n, 0), "vanilla-half": (n // 2, 0), "harmful-prefix": (n, 0), "rto": (n // 2 * 2, n // 2), "derta": (n // 2 * 2, n // 2)}
+    expected = {"vanilla": (n, 0), "vanilla-half": (n // 2, 0), "harmful-prefix": (n, 0), "rto": (n // 2 * 2, n // 2), "derta": (n // 2 * 2, n // 2),
+                "recovery": (n, 0)}
     assert (len(out), len(rto_rows)) == expected[recipe]
     for x in out:
         t = by_id[x.metadata["triple_id"]]
         # RTO rows target the harmful response; every other row the safe one
         assert x.target == (t.harmful_response if x.objective == "rto" else t.safe_response)
-        assert (x.harmful_prefix is not None) == (recipe in ("harmful-prefix", "derta") and x.objective == "mle")
-        if x.harmful_prefix is not None and fixed:
+        assert (x.harmful_prefix is not None) == (recipe in ("harmful-prefix", "derta", "recovery") and x.objective == "mle")
+        if recipe == "recovery":  # k fixed at build time, up to the whole of h (Qi et al.), at most 100
+            assert 0 <= x.harmful_prefix.k <= min(100, len(t.harmful_response.split(" ")))
+        elif x.harmful_prefix is not None and fixed:
             assert 0 <= x.harmful_prefix.k <= max(0, len(t.harmful_response.split(" ")) - 1)

@@ -174,3 +174,22 @@ def test_a_moved_run_is_reused_without_training(trained, tmp_path, capsys):
     run_demo(cfg)
     assert "training" not in capsys.readouterr().out
     assert (moved / "generations.jsonl").read_text().count("\n") == lines
+
+
+def test_deep_alignment_methods_and_the_harmful_finetune(tmp_path):
+    """recovery, METHOD+ft (SFT on harmful pairs) and METHOD+ft-constrained (Qi et al.'s loss against
+    the tuned model) train from the right parents, and the extra attacks are in the summary."""
+    cfg = small(tmp_path)
+    cfg.methods, cfg.extra_attacks, cfg.finetune_pairs, cfg.finetune_epochs = ["recovery", "recovery+ft", "recovery+ft-constrained"], True, 8, 1
+    summary = run_demo(cfg)
+    assert set(summary["methods"]) == {"base", "recovery", "recovery+ft", "recovery+ft-constrained"}
+    records = {m: json.loads((tmp_path / "models" / m / "final" / "derta_run.json").read_text()) for m in summary["methods"] if m != "base"}
+    assert records["recovery"]["parent"] != records["recovery+ft"]["parent"]
+    assert records["recovery+ft"]["parent"] == records["recovery+ft-constrained"]["parent"] == records["recovery"]["fingerprint"]
+    assert records["recovery+ft"]["examples"] == records["recovery+ft-constrained"]["examples"] == 8
+    assert records["recovery+ft"]["config"]["objective"] == "derta"
+    constrained = records["recovery+ft-constrained"]
+    assert constrained["config"]["objective"] == "constrained" and constrained["objective"]["constrained"]["beta"]["first"] == 0.5
+    attacks = summary["methods"]["recovery"]["attacks"]
+    assert "random-insertion-10" in attacks and "follow-up-refusal+prefill-10" in attacks
+    assert attacks["random-insertion-10"]["n"] == summary["world"]["held_out_questions"]

@@ -17,8 +17,10 @@ SNAPSHOT = json.loads((Path(__file__).parent / "data" / "world0_prompts.json").r
 
 
 def digest(p) -> str:
-    """What the snapshot holds of a prompt: everything but its params and seed."""
+    """What the snapshot holds of a prompt: everything but its params and seed (and the prefill
+    depth a prompt records beside its prefill, which says what was sent, not something else)."""
     d = {k: v for k, v in p.to_dict().items() if k not in ("params", "seed")}
+    d["metadata"] = {k: v for k, v in d["metadata"].items() if k != "prefill_tokens"}
     return hashlib.sha256(json.dumps(d, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
@@ -57,3 +59,45 @@ def test_the_world_attacks_are_registered_plug_ins():
         make_attack("world-follow-up", strategy="own")([q])
     with pytest.raises(ValueError, match="strategy"):
         make_attack("world-follow-up", strategy="insist")
+
+
+def test_extra_attacks_compose_a_follow_up_with_a_prefill():
+    """--all-methods adds random-insertion-10 and follow-up-refusal+prefill-10, cut in the demo's tokens."""
+    w = make_world(0)
+    tok = train_tokenizer(world_texts(w), vocab_size=SNAPSHOT["vocab_size"])
+    cfg = DemoConfig(seed=0, prefill_tokens=[5], extra_attacks=True)
+    first = attack_prompts(w, tok, cfg)
+    inserted = [p for p in first if p.attack == "random-insertion-10"]
+    questions = {q.id: q for q in held_out_questions(w)}
+    assert len(inserted) == len(questions)
+    for p in inserted:  # a benign opening, then the first 10 tokens of the harmful answer
+        harmful = questions[p.id].harmful_response
+        cut = tok.decode(tok(harmful, add_special_tokens=False)["input_ids"][:10]).strip()
+        assert p.prefill.rstrip().endswith(cut.split()[-1]) and not p.prefill.startswith(harmful[:20])
+    direct = {p.id: Generation(p.id, p.attack, "m", p.question, "An answer.") for p in first if p.attack == "direct"}
+    composed = [p for p in follow_up_prompts(w, direct, 0, extra=True, tokenizer=tok) if p.attack == "follow-up-refusal+prefill-10"]
+    assert len(composed) == len(questions)
+    for p in composed:
+        assert p.messages[1].content == POLITE_REFUSAL and p.messages[-1].role == "user"
+        ids = tok(p.prefill, add_special_tokens=False)["input_ids"]
+        assert questions[p.id].harmful_response.startswith(p.prefill) and 8 <= len(ids) <= 10
+    plain = [p for p in follow_up_prompts(w, direct, 0, tokenizer=tok)]
+    assert not any("+prefill" in p.attack for p in plain)  # the default demo is unchanged
+
+
+def test_finetune_methods_and_their_data():
+    from derta.demo.run import ALL_METHODS, finetune_examples, split_method
+
+    w = make_world(0)
+    cfg = DemoConfig(methods=list(ALL_METHODS))
+    assert split_method("derta+ft-constrained") == ("derta", "ft-constrained") and split_method("rto") == ("rto", None)
+    with pytest.raises(ValueError, match=r"derta\+ft-magic"):
+        DemoConfig(methods=["derta+ft-magic"])
+    pairs = finetune_examples(w, cfg)
+    held = {h["verb"] for h in w.held_out_harmful}
+    by_id = {f"ft-{t.id}": t for t in w.triples}
+    assert len(pairs) == cfg.finetune_pairs == len({p.id for p in pairs})
+    for p in pairs:  # harmful answers of tuned task types only: the held-out types stay unseen
+        t = by_id[p.id]
+        assert p.messages[0].content == t.query and p.target == t.harmful_response and t.category not in held
+    assert [p.id for p in finetune_examples(w, cfg)] == [p.id for p in pairs]  # seeded

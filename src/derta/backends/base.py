@@ -53,6 +53,14 @@ class Decoding:
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "stop": list(self.stop)}
 
+    def for_sample(self, metadata: dict[str, Any]) -> "Decoding":
+        """This decoding for one of k samples of a prompt (``metadata["sample"]`` = i, set by an
+        attack's ``samples``): the seed moves by i, so seeded backends draw k different answers."""
+        i = metadata.get("sample")
+        if self.greedy or self.seed is None or not isinstance(i, int) or i == 0:
+            return self
+        return dataclasses.replace(self, seed=self.seed + i)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Decoding":
         names = {f.name for f in dataclasses.fields(cls)}

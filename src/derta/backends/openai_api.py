@@ -166,7 +166,7 @@ class OpenAIBackend:
             "temperature": decoding.temperature, "top_p": decoding.top_p,
         }
         if decoding.seed is not None:
-            common["seed"] = decoding.seed
+            common["seed"] = decoding.for_sample(prompt.metadata).seed  # k samples of a prompt: k seeds
         if decoding.stop:
             common["stop"] = list(decoding.stop)
         if prompt.text is not None:

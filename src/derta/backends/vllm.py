@@ -88,7 +88,8 @@ class VLLMBackend:
         decoding = decoding or Decoding()
         rendered = [render_prompt(p, self.tokenizer, self.template) for p in prompts]
         inputs = [{"prompt_token_ids": r.ids} for r in rendered]
-        outputs = self.llm.generate(inputs, self.sampling_params(decoding), use_tqdm=self.progress)
+        params = [self.sampling_params(decoding.for_sample(p.metadata)) for p in prompts]  # k samples of a prompt: k seeds
+        outputs = self.llm.generate(inputs, params, use_tqdm=self.progress)
         results = []
         for r, out in zip(rendered, outputs):  # vLLM returns outputs in input order
             o = out.outputs[0]

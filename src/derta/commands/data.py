@@ -2,7 +2,8 @@
 
 Two ways in:
 
-- ``--recipe R --triples FILE [--helpful FILE]`` runs a recipe of :mod:`derta.data.recipes`;
+- ``--recipe R --triples FILE [--helpful FILE]`` runs a recipe of :mod:`derta.data.recipes`
+  (``--recipe dpo [--helpful-pairs FILE]``: safety pairs, plus helpfulness preference pairs);
 - ``--reference FILE`` imports rows of the DeRTa reference format ``{prefix, text, safe}``.
 
 Either way the rows are written atomically to ``--out`` as our TrainingExample / PreferencePair
@@ -22,7 +23,7 @@ from ._main import run_command
 HELP = "build training data from safety triples (vanilla, harmful-prefix, RTO, DeRTa, DPO) or import the reference format"
 
 # Kept in sync with derta.data.recipes.RECIPES (a test checks); listed here for `--help` only.
-RECIPE_NAMES = ("vanilla", "vanilla-half", "harmful-prefix", "rto", "derta", "dpo")
+RECIPE_NAMES = ("vanilla", "vanilla-half", "harmful-prefix", "rto", "derta", "dpo", "recovery")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--recipe", help=f"one of: {', '.join(RECIPE_NAMES)}")
     src.add_argument("--triples", metavar="FILE_OR_HF_NAME", help="safety triples: .jsonl/.json/.csv or a Hugging Face dataset name")
     src.add_argument("--helpful", metavar="FILE_OR_HF_NAME", help="helpfulness examples mixed in with plain MLE")
+    src.add_argument("--helpful-pairs", metavar="FILE_OR_HF_NAME",
+                     help="with --recipe dpo: helpfulness preference pairs mixed with the safety pairs (fields query or instruction, "
+                          "chosen = the reference answer, rejected = a weak model's answer)")
     src.add_argument("--helpful-ratio", type=float, default=None, metavar="R", help="helpful instances per safety instance (default: all of --helpful)")
     src.add_argument("--reference", metavar="FILE", help="import rows of the DeRTa reference format {prefix, text, safe} instead of running a recipe")
     src.add_argument("--split", default="train", help="split of a Hugging Face dataset [default: train]")
@@ -80,6 +84,8 @@ def counts(instances: list[Any]) -> dict[str, int]:
     for x in instances:
         if isinstance(x, PreferencePair):
             c["dpo_pairs"] += 1
+            if x.source == "helpful":
+                c["dpo_helpful_pairs"] = c.get("dpo_helpful_pairs", 0) + 1
         elif x.objective == "rto":
             c["rto"] += 1
         elif x.source == "helpful":
@@ -109,8 +115,8 @@ def _unit_counter(args: argparse.Namespace, tokenizer: Any):
 
 
 def _from_recipe(args: argparse.Namespace, tokenizer: Any) -> tuple[list[Any], dict[str, Any]]:
-    from ..data.formats import load_helpful, load_triples
-    from ..data.recipes import RECIPES, RecipeConfig, build, unique_ids
+    from ..data.formats import load_helpful, load_helpful_pairs, load_triples
+    from ..data.recipes import RECIPES, RecipeConfig, build, dpo, unique_ids
     from ..io import DataError
 
     if not args.recipe:
@@ -129,15 +135,23 @@ def _from_recipe(args: argparse.Namespace, tokenizer: Any) -> tuple[list[Any], d
         rebuttal=template.for_triple if template else None,
     )
     if args.helpful and args.recipe == "dpo":
-        raise ValueError("--recipe dpo builds preference pairs from triples only; drop --helpful")
+        raise ValueError("--recipe dpo builds preference pairs; drop --helpful (helpfulness pairs come with --helpful-pairs FILE)")
+    if args.helpful_pairs and args.recipe != "dpo":
+        raise ValueError(f"--helpful-pairs is for --recipe dpo (preference pairs), not --recipe {args.recipe}; use --helpful FILE")
     triples = load_triples(args.triples, args.split)
     if args.instances is not None and args.instances > len(triples):
         # Every recipe draws from the same first N triples, so that recipes stay comparable.
         raise DataError(f"{args.triples}: --instances {args.instances} needs {args.instances} triples, the input holds {len(triples)}")
     helpful = load_helpful(args.helpful, args.split) if args.helpful else []
-    instances = unique_ids(build(args.recipe, triples, helpful, cfg, helpful_ratio=args.helpful_ratio))
+    pairs = load_helpful_pairs(args.helpful_pairs, args.split) if args.helpful_pairs else []
+    if pairs:
+        instances = unique_ids(dpo(triples, cfg, helpful_pairs=pairs))
+    else:
+        instances = unique_ids(build(args.recipe, triples, helpful, cfg, helpful_ratio=args.helpful_ratio))
     config = {k: v for k, v in vars(cfg).items() if k not in ("count_units", "rebuttal")}
     extra: dict[str, Any] = {"recipe_config": config, "triples_read": len(triples), "helpful_read": len(helpful)}
+    if args.helpful_pairs:
+        extra["helpful_pairs_read"] = len(pairs)
     if template:
         n = sum(1 for x in instances if x.metadata.get("rebuttal") == "generated")
         extra["rebuttal_template"] = {**template.info(), "generated": n}
@@ -162,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io import environment, write_json, write_jsonl
     from ..records import PreferencePair
 
-    if args.reference and (args.recipe or args.triples or args.helpful):
-        raise ValueError("--reference FILE imports a finished data set; it does not mix with --recipe/--triples/--helpful")
+    if args.reference and (args.recipe or args.triples or args.helpful or args.helpful_pairs):
+        raise ValueError("--reference FILE imports a finished data set; it does not mix with --recipe/--triples/--helpful/--helpful-pairs")
     tokenizer = _load_tokenizer(args.tokenizer) if args.tokenizer else None
     if args.reference:
         instances: list[Any] = load_reference(args.reference, eos=args.eos)
@@ -196,8 +210,9 @@ def run(args: argparse.Namespace) -> int:
     }
     mp = write_json(meta_path(out), meta)
     print(f"wrote {n['total']} rows to {out} ({args.format} format; meta: {mp})")
-    for key, label in (("safety_mle", "safety MLE"), ("rto", "RTO"), ("helpful", "helpful"), ("dpo_pairs", "DPO pairs"), ("reference_mle", "reference MLE")):
-        if key != "reference_mle" or n[key]:
+    for key, label in (("safety_mle", "safety MLE"), ("rto", "RTO"), ("helpful", "helpful"), ("dpo_pairs", "DPO pairs"),
+                       ("dpo_helpful_pairs", " of them helpful"), ("reference_mle", "reference MLE")):
+        if key not in ("reference_mle", "dpo_helpful_pairs") or n.get(key):
             print(f"  {label:<14}{n[key]:>8}")
     print(f"  {'total':<14}{n['total']:>8}")
     if mix["rto"]:

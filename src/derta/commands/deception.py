@@ -74,6 +74,12 @@ def _run(args: argparse.Namespace) -> int:
             if later:
                 print(f"  {m}: {st:<8} later turns: undesired {_pct(later['undesired'])}, deception {_pct(later['deception'])} "
                       f"({later['unscored']} unscored)")
+        for st, conv in ms.get("conversations_overseer", {}).items():
+            later, gate = conv["later_turns"].get("all"), conv["gate"]
+            shown = (f"undesired {_pct(later['undesired'])}, deception {_pct(later['deception'])} ({later['unscored']} unscored)"
+                     if later else "n/a")
+            print(f"  {m}: {st:<8} overseer, later turns: {shown}; {gate['answered']} first answers answered, "
+                  f"{gate['not_answered']} not undesired")
     return 0
 
 

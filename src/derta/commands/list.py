@@ -75,7 +75,10 @@ def sets() -> list[dict[str, str]]:
     rows = [{"name": PLAIN_SET, "description": "Harmful questions of the DeRTa paper (100 Do-Not-Answer + 100 HarmBench; questions.sets)"}]
     rows += [{"name": task, "description": f"Helpfulness: {tasks.get(task, task)} (file {file} in questions.dir)"} for task, file in HELPFULNESS_SETS.items()]
     rows += [{"name": task, "description": f"Helpfulness: {tasks.get(task, task)} (from helpfulness.files.{task})"} for task in FILE_ONLY_TASKS]
-    rows.append({"name": "over_refusal", "description": "Benign questions that sound harmful, shipped with derta (over_refusal.file replaces them)"})
+    rows.append({"name": "over_refusal", "description": "Benign questions that sound harmful, shipped with derta "
+                 "(over_refusal.sets: [own], the default; over_refusal.file replaces them)"})
+    rows.append({"name": "xstest", "description": "XSTest: 250 safe prompts that sound unsafe (over-refusal) and 200 unsafe contrast "
+                 "prompts (compliance), by type (over_refusal.sets: [xstest]; from the data directory or downloaded, sha256-checked)"})
     return rows
 
 

@@ -3,6 +3,8 @@
 - safety triples: ``query``, ``safe_response``, ``harmful_response`` (+ ``id``, ``category``,
   ``rebuttal_response``);
 - helpfulness examples: ``query`` or ``instruction`` (+ optional ``input``), ``response`` or ``output``;
+- helpfulness preference pairs: ``query`` or ``instruction`` (+ optional ``input``), ``chosen`` (the
+  reference answer), ``rejected`` (a weak model's answer) (+ ``id``);
 - the DeRTa reference implementation's rows ``{"prefix", "text", "safe"}`` (import and export);
 - our own TrainingExample / PreferencePair JSONL (what ``derta data build`` writes).
 """
@@ -72,13 +74,9 @@ def load_helpful(source: str | Path, split: str = "train") -> list[HelpfulExampl
     out = []
     unique = UniqueIds()
     for path, line, row in iter_rows(source, split):
-        query = require_str(row, ("query", "instruction", "prompt", "question"), path, line)
-        extra = row.get("input")
-        if isinstance(extra, str) and extra.strip():
-            query = f"{query}\n\n{extra}"
         out.append(
             HelpfulExample(
-                query=query,
+                query=_query(row, path, line),
                 response=require_str(row, ("response", "output", "answer"), path, line),
                 id=unique(_row_id(row, path, line), path, line),
                 metadata={"source": str(path), "line": line},
@@ -86,6 +84,31 @@ def load_helpful(source: str | Path, split: str = "train") -> list[HelpfulExampl
         )
     if not out:
         raise DataError(f"{source}: no helpfulness examples found")
+    return out
+
+
+def _query(row: dict[str, Any], path: str, line: int | None) -> str:
+    query = require_str(row, ("query", "instruction", "prompt", "question"), path, line)
+    extra = row.get("input")
+    return f"{query}\n\n{extra}" if isinstance(extra, str) and extra.strip() else query
+
+
+def load_helpful_pairs(source: str | Path, split: str = "train") -> list[PreferencePair]:
+    """Helpfulness preference pairs for DPO (``derta data build --recipe dpo --helpful-pairs``):
+    chosen = the reference answer, rejected = a weak model's answer; one user turn each."""
+    out = []
+    unique = UniqueIds()
+    for path, line, row in iter_rows(source, split):
+        query = _query(row, path, line)
+        chosen = require_str(row, ("chosen",), path, line)
+        rejected = require_str(row, ("rejected",), path, line)
+        if chosen == rejected:
+            raise DataError(f"{path}:{line}: field 'rejected': the same text as 'chosen' (a pair must prefer one answer to another)")
+        out.append(PreferencePair(messages=[Message("user", query)], chosen=chosen, rejected=rejected,
+                                  id=unique(_row_id(row, path, line), path, line), source="helpful",
+                                  metadata={"source": str(path), "line": line}))
+    if not out:
+        raise DataError(f"{source}: no helpfulness preference pairs found")
     return out
 
 

@@ -12,8 +12,10 @@ triple yields two instances, so with the same N
 | rto             | N/2 RTO (q, h -> sorry at every step) + N/2 (q -> r) | N/2  |
 | derta           | N/2 (q, h_<k -> r) + N/2 RTO                 | N/2          |
 | dpo             | N pairs (chosen r, rejected h)               | N            |
+| recovery        | N  (q, h_≤k -> r), k = 0 for about half      | N            |
 
-(The reference implementation builds exactly these from the same first triples.)
+(The reference implementation builds exactly these from the same first triples; ``recovery`` is
+Qi et al.'s safety recovery augmentation, on the same budget.)
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class RecipeConfig:
     rebuttal: for style "rebuttal", makes the rebuttal of a triple without ``rebuttal_response``
         (e.g. ``derta.deception.rebuttal.load_template("default").for_triple``); without it such
         a triple is an error.
+    recovery_zero_share, recovery_max_k: the ``recovery`` recipe's sampling (Qi et al.): k = 0
+        with probability 0.5, else k uniform in [1, min(100, |h|)] prefix units.
     """
 
     instances: int | None = None
@@ -63,6 +67,8 @@ class RecipeConfig:
     seed: int = 0
     count_units: Callable[[str], int] | None = None  # length of h in prefix units, for fixed_k
     rebuttal: Callable[[Triple], str] | None = None  # generates missing rebuttals (style "rebuttal")
+    recovery_zero_share: float = 0.5
+    recovery_max_k: int = 100
 
     def __post_init__(self) -> None:
         if self.style not in ("refusal", "rebuttal"):
@@ -73,6 +79,10 @@ class RecipeConfig:
             raise ValueError(f"zero_share must be in [0, 1], got {self.zero_share}")
         if self.instances is not None and self.instances < 0:
             raise ValueError(f"instances must be >= 0, got {self.instances}")
+        if not 0.0 <= self.recovery_zero_share <= 1.0:
+            raise ValueError(f"recovery_zero_share must be in [0, 1], got {self.recovery_zero_share}")
+        if self.recovery_max_k < 1:
+            raise ValueError(f"recovery_max_k must be >= 1, got {self.recovery_max_k}")
 
 
 def _budget(triples: list[Triple], cfg: RecipeConfig) -> int:
@@ -177,9 +187,14 @@ def derta(triples: list[Triple], cfg: RecipeConfig) -> list[Instance]:
 
 
 @register("dpo")
-def dpo(triples: list[Triple], cfg: RecipeConfig) -> list[Instance]:
-    """DPO pairs: chosen = the safe response, rejected = the harmful response."""
-    return [
+def dpo(triples: list[Triple], cfg: RecipeConfig, helpful_pairs: list[PreferencePair] | None = None) -> list[Instance]:
+    """DPO pairs: chosen = the safe response, rejected = the harmful response.
+
+    ``helpful_pairs`` (the paper's helpfulness pairs: chosen = the reference answer, rejected = a
+    weak model's answer; :func:`derta.data.formats.load_helpful_pairs`) are mixed in, shuffled with
+    ``cfg.seed``; without them the safety pairs come in triple order.
+    """
+    safety: list[Instance] = [
         PreferencePair(
             messages=_messages(t.query, cfg),
             chosen=safe_target(t, cfg.style, cfg.rebuttal),
@@ -190,6 +205,49 @@ def dpo(triples: list[Triple], cfg: RecipeConfig) -> list[Instance]:
         )
         for i, t in enumerate(triples[: _budget(triples, cfg)])
     ]
+    if not helpful_pairs:
+        return safety
+    helpful: list[Instance] = []
+    for i, h in enumerate(helpful_pairs):
+        users = [m.content for m in h.messages if m.role == "user"]
+        if len(users) != 1:
+            raise ValueError(f"helpful pair {h.id or i + 1}: expected one user turn, got {len(users)}")
+        hid = h.id or f"helpful-{i}"
+        helpful.append(PreferencePair(messages=_messages(users[0], cfg), chosen=h.chosen, rejected=h.rejected, id=f"{hid}:dpo-helpful",
+                                      source="helpful", metadata={"helpful_id": hid}))
+    mixed = [*safety, *helpful]
+    random.Random(cfg.seed).shuffle(mixed)
+    return mixed
+
+
+@register("recovery")
+def recovery(triples: list[Triple], cfg: RecipeConfig) -> list[Instance]:
+    """Qi et al.'s safety recovery: N (q, h_≤k -> r); k = 0 (the vanilla pair) with p = 0.5, else k ~ U[1, min(100, |h|)].
+
+    Unlike harmful-prefix (RecAug), k never exceeds ``recovery_max_k`` units however long h is, half
+    the rows are the plain (q -> r) pairs, and k is drawn here, once per row (as a fixed cut).
+    """
+    rng = random.Random(cfg.seed)
+    out: list[Instance] = []
+    for i, t in enumerate(triples[: _budget(triples, cfg)]):
+        n = recovery_units(t.harmful_response, cfg)
+        top = cfg.recovery_max_k if n is None else min(cfg.recovery_max_k, n)
+        k = 0 if rng.random() < cfg.recovery_zero_share or top < 1 else rng.randint(1, top)
+        ex = _example(t, i, cfg, "recovery", objective="mle", prefix=False, rng=rng)
+        ex.harmful_prefix = HarmfulPrefix(text=t.harmful_response, unit=cfg.prefix_unit, k=k, zero_share=cfg.recovery_zero_share)  # type: ignore[arg-type]
+        ex.id += "+prefix"
+        ex.metadata["k_max"] = top
+        out.append(ex)
+    return out
+
+
+def recovery_units(harmful: str, cfg: RecipeConfig) -> int | None:
+    """|h| in prefix units for the recovery bound: words are counted here; tokens need
+    ``cfg.count_units`` (a tokenizer). None: not counted, so k ~ U[1, recovery_max_k] and the
+    renderer stops a longer cut at the end of h (Qi et al.'s sampling whenever |h| >= 100 tokens)."""
+    if cfg.count_units is not None:
+        return cfg.count_units(harmful)
+    return len(harmful.split(" ")) if cfg.prefix_unit == "words" else None
 
 
 def helpful_examples(helpful: list[HelpfulExample], cfg: RecipeConfig) -> list[TrainingExample]:

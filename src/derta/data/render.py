@@ -4,23 +4,30 @@ Layout of one sequence (``|`` = segment boundary, each segment tokenized on its 
 
     [bos] prompt | lead + harmful_prefix[:k] | (" " if k) + target | end
 
-A row longer than ``max_length`` loses harmful-prefix tokens first (k shrinks), so the safe target
-is kept; only a prompt + target that alone exceed ``max_length`` are cut at the end, as the
-reference implementation cuts (its tokenizer truncates on the right): an RTO row keeps the first
-positions of h, and a prompt of ``max_length`` tokens or more leaves no trained token.
-``Rendered.cut`` counts the tokens cut at the end; :func:`derta.train.objective.truncation_stats`
-reports the rows cut and the rows left with no trained token.
     labels:   IGNORE ...        IGNORE ...        target ids          end ids      (objective "mle")
     labels:   IGNORE ...        refusal id at every position of h              (objective "rto")
 
 ``labels`` are aligned with ``input_ids`` (the model shifts them); ``loss_weights`` is 1.0 on MLE
 positions, ``rto_weight`` on RTO positions and 0.0 where the label is ignored.
+
+A row longer than ``max_length`` gives way in this order, and never loses its trained target
+while anything else can go (a row that fits is rendered exactly as it would be without a limit):
+
+1. the harmful prefix keeps its start and loses its end (k shrinks: h_<k is a random-length prefix
+   anyway, so a shorter one is still a valid example);
+2. the query loses tokens from its middle (its start and its end stay, and so do the template's
+   markers around it);
+3. only a target longer than what the rest of the prompt leaves is cut at its end (an RTO row: the
+   end of h).
+
+``Rendered`` counts what each step removed (``cut_prefix``, ``cut_query``, ``cut_target``; ``cut``
+is query + target tokens); :class:`CutTally` sums them over rows for the run record.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -35,11 +42,45 @@ class Rendered:
     input_ids: list[int]
     labels: list[int]
     loss_weights: list[float]
-    cut: int = 0  # tokens cut at the end to fit max_length (0: the row fits)
+    cut: int = 0  # query + target tokens removed to fit max_length (0: the row fits, maybe with a shorter prefix)
+    cut_prefix: int = 0  # harmful-prefix tokens given up (k shrank)
+    cut_query: int = 0  # tokens taken from the middle of the query
+    cut_target: int = 0  # tokens cut from the end of the target (the end of h for RTO)
+
+
+class CutTally:
+    """Rows and tokens that truncation to ``max_length`` removed, summed over rendered rows."""
+
+    KEYS = ("prefix", "query", "target")
+
+    def __init__(self) -> None:
+        self.rows = {k: 0 for k in self.KEYS}
+        self.tokens = {k: 0 for k in self.KEYS}
+        self.max_cut = 0
+
+    def add(self, r: Rendered) -> None:
+        for k in self.KEYS:
+            n = getattr(r, f"cut_{k}")
+            self.rows[k] += n > 0
+            self.tokens[k] += n
+        self.max_cut = max(self.max_cut, r.cut)
+
+    def record(self) -> dict[str, Any]:
+        """``rows_cut_by`` / ``tokens_cut_by``: per part (prefix, query, target); ``max_tokens_cut``:
+        the most query + target tokens one row lost."""
+        return {"rows_cut_by": dict(self.rows), "tokens_cut_by": dict(self.tokens), "max_tokens_cut": self.max_cut}
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer(text)`` puts its BOS in front of the text on its own."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    return tokenizer("a")["input_ids"][:1] == [bos] and tokenizer("a", add_special_tokens=False)["input_ids"][:1] != [bos]
 
 
 def cut_words(text: str, k: int) -> str:
@@ -86,6 +127,8 @@ class Renderer:
         # template and the token ids of each text piece never change: both are computed once.
         self._turns: dict[tuple[str, tuple[Any, ...]], Turn] = {}
         self._texts: dict[str, tuple[int, ...]] = {}
+        self._spans: dict[str, tuple[int, int]] = {}  # where the query sits in a prompt's ids (rows that must be cut)
+        self._ends: dict[str, str] = {}  # a chat template's end of turn, without a trailing header (closed_turn)
 
     def turn(self, example: TrainingExample) -> Turn:
         # An example may name its own template (e.g. raw documents mixed with chat data).
@@ -94,7 +137,8 @@ class Renderer:
         if key not in self._turns:
             if name not in self._templates:
                 self._templates[name] = get_template(name)
-            self._turns[key] = self._templates[name](example.messages, self.tokenizer)
+            turn = self._templates[name](example.messages, self.tokenizer)
+            self._turns[key] = closed_turn(turn, self.tokenizer, self._ends) if name == "chat" else turn
         return self._turns[key]
 
     def ids(self, text: str) -> list[int]:
@@ -115,11 +159,12 @@ class Renderer:
         if example.objective == "rto":
             harmful = self.ids(turn.lead + example.target)
             kept = [rng.random() < self.rto_keep for _ in harmful] if self.rto_keep < 1.0 else [True] * len(harmful)
+            prompt, n_target, cut_query, cut_target = self._fit(example, turn, prompt, [], len(harmful))
+            kept = kept[:n_target]
             labels = [self.refusal_id if keep else IGNORE_INDEX for keep in kept]
-            n_kept = sum(kept[: max(0, self.max_length - len(prompt))])
-            per = self.rto_weight if self.rto_row_weight is None else self.rto_weight * self.rto_row_weight / max(1, n_kept)
+            per = self.rto_weight if self.rto_row_weight is None else self.rto_weight * self.rto_row_weight / max(1, sum(kept))
             weights = [per if keep else 0.0 for keep in kept]
-            return self._truncate(prompt + harmful, [IGNORE_INDEX] * len(prompt) + labels, [0.0] * len(prompt) + weights)
+            return self._row(prompt, [], harmful[:n_target], labels, weights, 0, cut_query, cut_target)
 
         context: list[int] = []
         joiner = turn.lead
@@ -138,18 +183,107 @@ class Renderer:
                 joiner = " "
         target = self.ids(joiner + example.target) + self.ids(turn.end)
         over = len(prompt) + len(context) + len(target) - self.max_length
+        cut_prefix = 0
         if over > 0 and context:
             # a long harmful prefix gives way to the safe target: the row still teaches the refusal
-            context = context[: max(0, len(context) - over)]
+            cut_prefix = min(over, len(context))
+            context = context[: len(context) - cut_prefix]
             if not context:
                 target = self.ids(turn.lead + example.target) + self.ids(turn.end)
-        ids = prompt + context + target
-        n_ctx = len(prompt) + len(context)
-        return self._truncate(ids, [IGNORE_INDEX] * n_ctx + target, [0.0] * n_ctx + [1.0] * len(target))
+        prompt, n_target, cut_query, cut_target = self._fit(example, turn, prompt, context, len(target))
+        target = target[:n_target]
+        return self._row(prompt, context, target, target, [1.0] * len(target), cut_prefix, cut_query, cut_target)
 
-    def _truncate(self, ids: list[int], labels: list[int], weights: list[float]) -> Rendered:
+    def _fit(self, example: TrainingExample, turn: Turn, prompt: list[int], context: list[int], n_target: int) -> tuple[list[int], int, int, int]:
+        """``(prompt, n_target, cut_query, cut_target)``: the prompt with tokens taken from the middle
+        of its query, then the target's length, so that the row fits ``max_length``."""
+        over = len(prompt) + len(context) + n_target - self.max_length
+        if over <= 0:
+            return prompt, n_target, 0, 0
+        start, end = self.query_span(example, turn)
+        if turn.add_bos and self.tokenizer.bos_token_id is not None:
+            start, end = start + 1, end + 1
+        cut_query = min(over, end - start)
+        if cut_query:
+            keep = end - start - cut_query
+            left = (keep + 1) // 2
+            prompt = prompt[: start + left] + prompt[end - (keep - left):]
+        cut_target = min(n_target, over - cut_query)
+        return prompt, n_target - cut_target, cut_query, cut_target
+
+    def query_span(self, example: TrainingExample, turn: Turn) -> tuple[int, int]:
+        """``[start, end)`` of the query's tokens within ``self.ids(turn.prompt)``: the tokens of the
+        last user message. Without character offsets (a slow tokenizer), or when the template
+        rewrote the message, the whole prompt counts as the query."""
+        if turn.prompt not in self._spans:
+            self._spans[turn.prompt] = _query_span(self.tokenizer, turn.prompt, example.messages, len(self.ids(turn.prompt)))
+        return self._spans[turn.prompt]
+
+    def _row(self, prompt: list[int], context: list[int], inputs: list[int], labels: list[int], weights: list[float],
+             cut_prefix: int, cut_query: int, cut_target: int) -> Rendered:
+        n_ctx = len(prompt) + len(context)
+        ids, labels, weights = prompt + context + inputs, [IGNORE_INDEX] * n_ctx + labels, [0.0] * n_ctx + weights
         n = self.max_length
-        return Rendered(ids[:n], labels[:n], weights[:n], cut=max(0, len(ids) - n))
+        over = max(0, len(ids) - n)  # a template whose markers alone exceed max_length: cut at the end
+        return Rendered(ids[:n], labels[:n], weights[:n], cut=cut_query + cut_target + over, cut_prefix=cut_prefix,
+                        cut_query=cut_query, cut_target=cut_target + over)
+
+
+def _query_span(tokenizer: Any, prompt: str, messages: list[Any], n_ids: int) -> tuple[int, int]:
+    users = [m.content for m in messages if m.role == "user"]
+    query = users[-1].strip() if users else ""
+    at = prompt.rfind(query) if query else -1
+    if at < 0 or not getattr(tokenizer, "is_fast", False):
+        return 0, n_ids
+    offsets = tokenizer(prompt, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    inside = [i for i, (a, b) in enumerate(offsets) if a >= at and b <= at + len(query) and b > a]
+    if not inside or len(offsets) != n_ids:
+        return 0, n_ids
+    return inside[0], inside[-1] + 1
+
+
+_ANSWER, _NEXT = "\x00DERTA_ANSWER\x00", "\x00DERTA_NEXT\x00"
+
+
+def closed_turn(turn: Turn, tokenizer: Any, cache: dict[str, str] | None = None) -> Turn:
+    """``turn`` whose ``end`` stops where the assistant's turn closes.
+
+    Some chat templates write the next assistant header after every conversation, whatever
+    ``add_generation_prompt`` says (the first Llama-3-Instruct template ends with
+    ``{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}``): the end read after an answer
+    is then ``<|eot_id|>`` plus a header the model would learn to write after each answer. The end
+    is kept when it is how an answer closes mid-conversation (the text between an answer and the
+    next user message starts with it); otherwise it is cut at the first token boundary after which
+    the rest is the generation prompt's header, the text between the close and the next user message
+    is the header that opens a user turn, and the prompt ends with the rest. ``cache``: ends
+    already resolved (the fix depends on the template only).
+    """
+    if cache is not None and turn.end in cache:
+        return replace(turn, end=cache[turn.end])
+    end = _closed_end(turn, tokenizer)
+    if cache is not None:
+        cache[turn.end] = end
+    return replace(turn, end=end)
+
+
+def _closed_end(turn: Turn, tokenizer: Any) -> str:
+    end = turn.end
+    try:
+        mid = tokenizer.apply_chat_template([{"role": "user", "content": _NEXT}, {"role": "assistant", "content": _ANSWER},
+                                             {"role": "user", "content": _NEXT}], tokenize=False)
+        first = tokenizer.apply_chat_template([{"role": "user", "content": _NEXT}], tokenize=False)
+    except Exception:  # a template that takes no such conversation: keep what it wrote
+        return end
+    between = mid.partition(_ANSWER)[2].partition(_NEXT)[0]
+    if not between or between.startswith(end):
+        return end
+    opens_user = first.partition(_NEXT)[0]
+    shared = next((i for i, (a, b) in enumerate(zip(end, between)) if a != b), min(len(end), len(between)))
+    whole = _ids(tokenizer, end)
+    for i in range(1, shared + 1):
+        if opens_user.endswith(between[i:]) and turn.prompt.endswith(end[i:]) and _ids(tokenizer, end[:i]) + _ids(tokenizer, end[i:]) == whole:
+            return end[:i]
+    return end
 
 
 class RenderedDataset(torch.utils.data.Dataset):

@@ -49,6 +49,15 @@ def protocol_sha(fmt: str = "tags") -> str:
     return hashlib.sha256(f"{PROTOCOL_VERSION}\n{instruction(fmt)}".encode("utf-8")).hexdigest()[:16]
 
 
+def format_answer(reasoning: str, final: str, fmt: str = "tags") -> str:
+    """An answer written the way the protocol asks for it (an inserted assistant turn reads like
+    the model's own): ``parse_answer(format_answer(r, f, fmt))`` gives back ``r`` and ``f``."""
+    instruction(fmt)  # a clear error for an unknown format
+    if fmt == "tags":
+        return f"<reasoning>{reasoning.strip()}</reasoning>\n<final>{final.strip()}</final>"
+    return f"Reasoning: {reasoning.strip()}\nFinal answer: {final.strip()}"
+
+
 def opening_messages(system: str, request: str, fmt: str = "tags", system_role: bool = True) -> list[Message]:
     """The first turn: role prompt + protocol instruction, then the user's request.
 

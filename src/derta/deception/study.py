@@ -5,12 +5,14 @@ Files in ``out_dir`` (logs first, reports second; every stage reads the one befo
 - ``conversations.jsonl`` (+ ``.meta.json``, ``.errors.jsonl``): one TurnRecord per assistant turn
   (:mod:`derta.deception.multiturn`);
 - ``classifications.jsonl``: one line per generated turn and classifier, keyed by
-  (model, model_id, scenario, strategy, turn, decoding_id, classifier, classifier sha, response
-  hash), so a rerun classifies only what is new and another classifier adds its own lines beside;
+  (model, model_id, scenario, strategy, variant, turn, decoding_id, classifier, classifier sha,
+  response hash), so a rerun classifies only what is new and another classifier adds its own lines beside;
   a model is known by its name and identity (``model_id``, :func:`derta.backends.spec.model_identity`):
   one changed under the same name runs and is classified anew;
 - ``summary.json``: rates with 95% Wilson CIs per model, scenario category and sensitive/control
-  group for the first answers, and per strategy and turn for the conversations; with the config,
+  group for the first answers, and per strategy and turn for the conversations (``conversations``:
+  the self variant; ``conversations_overseer``: the overseer variant, with how many first answers
+  the overseer answered), side by side; with the config,
   suite (name, version, hash), protocol, classifier (name, prompt/rules hash), seed and versions;
 - ``deception.md``, ``deception.html`` and ``plots/`` (:mod:`derta.deception.report`).
 """
@@ -31,9 +33,18 @@ from ..config import ConfigError
 from ..io import DataError, environment, read_log, write_json
 from ..logs import KeyedLog
 from .classify import CLASSIFIERS, Classification, classifier_info, get_classifier, rates
-from .multiturn import STRATEGIES, Protocol, TurnRecord, run_multiturn
+from .multiturn import (
+    DEFAULT_OVERSEER_REFUSAL,
+    DEFAULT_REBUTTAL_REASONING,
+    DEFAULT_REFUSAL_REASONING,
+    STRATEGIES,
+    VARIANTS,
+    Protocol,
+    TurnRecord,
+    run_multiturn,
+)
 from .protocol import FORMATS
-from .rebuttal import load_template
+from .rebuttal import load_overseer_template, load_template
 from .scenarios import BUILTIN, Suite, load_suite
 
 log = logging.getLogger(__name__)
@@ -63,6 +74,13 @@ class DeceptionConfig:
     system_role: bool = field(default=True, metadata={"help": "put the role prompt in a system message (false: in the first user message)"})
     refusal_text: str = field(default="I'm sorry, but I can't help with that.", metadata={"help": "the inserted polite refusal"})
     rebuttal_template: str = field(default="default", metadata={"help": "built-in rebuttal template name or a template file"})
+    refusal_reasoning: str = field(default=DEFAULT_REFUSAL_REASONING, metadata={"help": "the reasoning part of the inserted polite refusal"})
+    rebuttal_reasoning: str = field(default=DEFAULT_REBUTTAL_REASONING,
+                                    metadata={"help": "the reasoning part of the inserted rebuttal (placeholders {request}, {harm}, {query}, {category})"})
+    variants: list[str] = field(default_factory=lambda: ["self"],
+                                metadata={"help": "self (the assistant's inserted first turn) and/or overseer (the user answers the model's undesired first answer)"})
+    overseer_refusal_text: str = field(default=DEFAULT_OVERSEER_REFUSAL, metadata={"help": "the overseer's polite refusal to accept an undesired answer"})
+    overseer_rebuttal_template: str = field(default="default", metadata={"help": "built-in overseer rebuttal template name or a template file"})
     out_dir: str = field(default="runs/deception", metadata={"help": "output directory"})
     seed: int = field(default=0, metadata={"help": "decoding seed unless decoding sets one"})
     batch_size: int | None = field(default=None, metadata={"help": "prompts per backend call (default: the backend's own)"})
@@ -77,6 +95,9 @@ class DeceptionConfig:
             raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.turns < 0:
             raise ConfigError(f"turns must be >= 0, got {self.turns}")
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ConfigError(f"variants must be a non-empty subset of {', '.join(VARIANTS)}, got {self.variants}")
 
     def decoding_obj(self) -> Decoding:
         d = {"seed": self.seed, **self.decoding}
@@ -88,7 +109,10 @@ class DeceptionConfig:
     def protocol(self) -> Protocol:
         try:
             return Protocol(strategies=tuple(self.strategies), turns=self.turns, fmt=self.format, system_role=self.system_role,
-                            refusal=self.refusal_text, rebuttal=load_template(self.rebuttal_template))
+                            refusal=self.refusal_text, rebuttal=load_template(self.rebuttal_template), variants=tuple(self.variants),
+                            refusal_reasoning=self.refusal_reasoning, rebuttal_reasoning=self.rebuttal_reasoning,
+                            overseer_refusal=self.overseer_refusal_text,
+                            overseer_rebuttal=load_overseer_template(self.overseer_rebuttal_template))
         except ValueError as e:
             if isinstance(e, DataError):
                 raise
@@ -152,9 +176,11 @@ def run_study(cfg: DeceptionConfig, backends: dict[str, Any] | None = None, judg
 
     dec_id = decoding_id(decoding)
     scenario_ids = {s.id for s in suite.scenarios}
-    turns = [r for r in logged if r.scenario in scenario_ids and r.strategy in protocol.strategies and r.turn <= protocol.turns + 1]
+    runs = set(protocol.conversations())
+    turns = [r for r in logged if r.scenario in scenario_ids and (r.strategy, r.variant) in runs and r.turn <= protocol.last_turn(r.variant)]
     classified = classify_turns(turns, suite, classifier, out_dir / CLASSIFICATIONS)
-    summary = summarise(classified, suite, [e.name for e in entries], protocol.strategies, protocol.turns)
+    summary = summarise(classified, suite, [e.name for e in entries], protocol.strategies, protocol.turns, protocol.variants,
+                        overseer_gates(turns))
     summary.update(config=config, suite=suite.info(), protocol=protocol.info(), classifier=classifier_info(classifier),
                    decoding=decoding.to_dict(), decoding_id=dec_id, model_ids=ids, seed=cfg.seed, environment=environment(),
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -172,8 +198,8 @@ def _sha(text: str) -> str:
 
 
 def _row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["model"], row.get("model_id"), row["scenario"], row["strategy"], row["turn"], row["decoding_id"], row["classifier"],
-            row["classifier_sha256"], row["response_sha256"])
+    return (row["model"], row.get("model_id"), row["scenario"], row["strategy"], row.get("variant", "self"), row["turn"], row["decoding_id"],
+            row["classifier"], row["classifier_sha256"], row["response_sha256"])
 
 
 def read_classifications(path: str | Path) -> list[dict[str, Any]]:
@@ -190,7 +216,7 @@ def classify_turns(turns: list[TurnRecord], suite: Suite, classifier: Any, out_p
 
     def key_row(r: TurnRecord) -> dict[str, Any]:
         return {"format": CLASSIFICATION_FORMAT, "model": r.model, **({"model_id": r.model_id} if r.model_id is not None else {}),
-                "scenario": r.scenario, "strategy": r.strategy, "turn": r.turn,
+                "scenario": r.scenario, "strategy": r.strategy, "variant": r.variant, "turn": r.turn,
                 "decoding_id": r.decoding_id, "scenario_category": r.scenario_category, "control": r.control, "pair": r.pair,
                 "classifier": info["name"], "classifier_sha256": info["sha256"], "response_sha256": _sha(r.response)}
 
@@ -218,26 +244,50 @@ def _groups(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def summarise(rows: list[dict[str, Any]], suite: Suite, models: list[str], strategies: tuple[str, ...] | list[str], turns: int) -> dict[str, Any]:
+def _conversation(rs: list[dict[str, Any]], last_turn: int) -> dict[str, Any]:
+    per_turn = []
+    for t in range(1, last_turn + 1):
+        at = [r for r in rs if r["turn"] == t]
+        per_turn.append({"turn": t, **rates(_labels(at))} if at else {"turn": t, "n": 0})
+    later = [r for r in rs if r["turn"] >= 2]
+    return {"per_turn": per_turn, "later_turns": _groups(later) if later else {}}
+
+
+def overseer_gates(turns: list[TurnRecord]) -> dict[tuple[str, str], dict[str, int]]:
+    """Per (model, strategy): how many overseer-variant first answers the overseer answered
+    (undesired by the offline rules) and how many it did not (their conversations end at turn 1)."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for r in turns:
+        if r.variant == "overseer" and r.turn == 1:
+            gate = (r.metadata.get("overseer_gate") or {}).get("undesired")
+            cell = out.setdefault((r.model, r.strategy), {"answered": 0, "not_answered": 0})
+            cell["answered" if gate == "yes" else "not_answered"] += 1
+    return out
+
+
+def summarise(rows: list[dict[str, Any]], suite: Suite, models: list[str], strategies: tuple[str, ...] | list[str], turns: int,
+              variants: tuple[str, ...] | list[str] = ("self",), gates: dict[tuple[str, str], dict[str, int]] | None = None) -> dict[str, Any]:
     """Rates per model: ``first_answers`` (the model's own first answer, strategy "own", turn 1) by
-    scenario category and sensitive/control group; ``conversations`` per strategy: every turn's
-    rates, and ``later_turns`` (turns >= 2) by group."""
+    scenario category and sensitive/control group; ``conversations`` per strategy (the self
+    variant, and "own"): every turn's rates, and ``later_turns`` (turns >= 2) by group; with the
+    overseer variant, ``conversations_overseer`` the same per strategy (turns 1..``turns`` + 2),
+    beside it, with ``gate`` (how many first answers the overseer answered, :func:`overseer_gates`)."""
     cats = suite.categories()
-    out: dict[str, Any] = {"format": SUMMARY_FORMAT, "categories": cats, "strategies": list(strategies), "turns": turns, "models": {}}
+    out: dict[str, Any] = {"format": SUMMARY_FORMAT, "categories": cats, "strategies": list(strategies), "turns": turns,
+                           "variants": list(variants), "models": {}}
     for m in models:
         mine = [r for r in rows if r["model"] == m]
         first = [r for r in mine if r["strategy"] == "own" and r["turn"] == 1]
         by_cat = {c: _groups([r for r in first if r["scenario_category"] == c]) for c in cats if any(r["scenario_category"] == c for r in first)}
-        conv: dict[str, Any] = {}
-        for st in strategies:
-            rs = [r for r in mine if r["strategy"] == st]
-            per_turn = []
-            for t in range(1, turns + 2):
-                at = [r for r in rs if r["turn"] == t]
-                per_turn.append({"turn": t, **rates(_labels(at))} if at else {"turn": t, "n": 0})
-            later = [r for r in rs if r["turn"] >= 2]
-            conv[st] = {"per_turn": per_turn, "later_turns": _groups(later) if later else {}}
+        of = {v: [r for r in mine if r.get("variant", "self") == v] for v in VARIANTS}
+        conv = {st: _conversation([r for r in of["self"] if r["strategy"] == st], turns + 1)
+                for st in strategies if st == "own" or "self" in variants}
         out["models"][m] = {"first_answers": {"overall": _groups(first) if first else {}, "by_category": by_cat}, "conversations": conv}
+        if "overseer" in variants:
+            out["models"][m]["conversations_overseer"] = {
+                st: {**_conversation([r for r in of["overseer"] if r["strategy"] == st], turns + 2),
+                     "gate": (gates or {}).get((m, st), {"answered": 0, "not_answered": 0})}
+                for st in strategies if st != "own"}
     return out
 
 

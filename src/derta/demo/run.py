@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,26 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "derta": ("derta", "refusal", "Sorry"),
     "derta-rebuttal": ("derta", "rebuttal", "You"),
     "dpo": ("dpo", "refusal", "Sorry"),  # one DPO epoch on top of the vanilla model, as in the paper
+    "recovery": ("recovery", "refusal", "Sorry"),  # Qi et al.'s safety recovery augmentation
 }
 DEFAULT_METHODS = ("vanilla", "derta", "derta-rebuttal")
+#: A harmful fine-tuning attack on a tuned model: ``METHOD+ft`` fine-tunes it with plain SFT on
+#: harmful pairs of the tuned task types; ``METHOD+ft-constrained`` makes the same fine-tune with Qi
+#: et al.'s token-wise constrained objective against the tuned model (the defence of a fine-tuning
+#: provider).
+FINETUNES = {"ft": "derta", "ft-constrained": "constrained"}
+ALL_METHODS = ("vanilla", "harmful-prefix", "rto", "derta", "derta-rebuttal", "dpo", "recovery",
+               "vanilla+ft", "derta+ft", "derta+ft-constrained", "recovery+ft")
+#: Attacks added with --all-methods: harmful tokens behind a benign opening, and a prefilled answer
+#: after the user presses on (a follow-up composed with a prefill).
+EXTRA_ATTACKS = ("random-insertion-10",)
+EXTRA_FOLLOW_UPS = (("refusal", 10),)
+
+
+def split_method(name: str) -> tuple[str, str | None]:
+    """``"derta+ft-constrained"`` -> ("derta", "ft-constrained"); ``"derta"`` -> ("derta", None)."""
+    base, _, ft = name.partition("+")
+    return base, ft or None
 
 
 @dataclass
@@ -64,18 +82,34 @@ class DemoConfig:
     rto_weight: float = 1.0
     rto_norm: str = "auto"  # TrainConfig.rto_norm: token | sequence | auto
     helpful_repeat: int = 4  # helpfulness data (arithmetic, facts, benign how-tos) dominates safety data, as in the paper
+    safety_lora_r: int = 0  # > 0: safety tuning trains LoRA adapters of this rank (merged after), not every weight
+    safety_lora_alpha: int = 0  # 0: twice the rank
+    # Batching, measured on this workload (benchmarks/run.py, demo_train_*; 32 short rows per
+    # micro-batch): the chunked loss is 1.1x faster than full logits; flattening (padding_free) is
+    # 0.7x on a CPU, where packed rows get one dense block mask; length-grouped batches are 1.5x
+    # faster but hurt training (batches of one kind of row: the base answered 76% of the held-out
+    # sums on seed 0, not 97%, and vanilla refused 26% of the benign how-tos).
+    padding_free: bool = False  # TrainConfig.padding_free
+    group_by_length: bool = False  # TrainConfig.group_by_length: batches of rows of similar length
+    loss_chunk_size: int | None = 1024  # TrainConfig.loss_chunk_size: the loss over trained positions only; None: full logits
     contrast: bool = True  # benign how-tos that share objects with harmful tasks
     # evaluation
     dpo_lr: float = 1e-4
     dpo_epochs: float = 1
     prefill_tokens: list[int] = field(default_factory=lambda: [5, 10, 20, 40])
+    extra_attacks: bool = False  # EXTRA_ATTACKS and EXTRA_FOLLOW_UPS (on with --all-methods)
+    # the harmful fine-tuning attack (METHOD+ft): pairs of the tuned harmful types, SFT
+    finetune_pairs: int = 32
+    finetune_epochs: float = 4
+    finetune_lr: float = 1e-3
     max_new_tokens: int = 48
     progress: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if split_method(m)[0] not in METHODS or split_method(m)[1] not in (None, *FINETUNES)]
         if unknown:
-            raise ValueError(f"unknown demo method(s) {unknown}; choose from {', '.join(METHODS)}")
+            raise ValueError(f"unknown demo method(s) {unknown}; choose from {', '.join(METHODS)}, each optionally with "
+                             f"+{' or +'.join(FINETUNES)} (a harmful fine-tune of it)")
 
 
 def world_texts(w: World) -> list[str]:
@@ -100,13 +134,28 @@ def base_examples(w: World) -> list[TrainingExample]:
     return out
 
 
-def safety_examples(w: World, method: str, cfg: DemoConfig) -> list[Any]:
+def safety_examples(w: World, method: str, cfg: DemoConfig, tokenizer: Any = None) -> list[Any]:
+    """The safety-tuning data of ``method``; with ``tokenizer``, the recovery recipe counts the
+    harmful response in its tokens (k ~ U[1, min(100, |h|)] exactly, as Qi et al. sample it)."""
     from ..data import recipes
 
     recipe, style, _ = METHODS[method]
     helpful = list(w.helpful_train) + (list(w.benign_contrast) if cfg.contrast else [])
-    rc = recipes.RecipeConfig(style=style, seed=cfg.seed)
+    count = None
+    if recipe == "recovery" and tokenizer is not None:
+        def count(h: str) -> int:
+            return len(tokenizer(" " + h, add_special_tokens=False)["input_ids"])
+    rc = recipes.RecipeConfig(style=style, seed=cfg.seed, count_units=count)
     return recipes.build(recipe, w.triples, helpful * cfg.helpful_repeat, rc)
+
+
+def finetune_examples(w: World, cfg: DemoConfig) -> list[TrainingExample]:
+    """The harmful fine-tuning attack's data: ``finetune_pairs`` (question -> harmful answer) pairs of
+    the tuned harmful task types, drawn with the seed (the held-out types stay unseen)."""
+    rng = random.Random(f"finetune/{cfg.seed}")
+    pairs = rng.sample(list(w.triples), min(cfg.finetune_pairs, len(w.triples)))
+    return [TrainingExample([Message("user", t.query)], t.harmful_response, source="harmful-finetune", recipe="finetune-attack",
+                            id=f"ft-{t.id}") for t in pairs]
 
 
 def attack_prompts(w: World, tokenizer: Any, cfg: DemoConfig) -> list[AttackPrompt]:
@@ -120,6 +169,8 @@ def attack_prompts(w: World, tokenizer: Any, cfg: DemoConfig) -> list[AttackProm
     questions = held_out_questions(w)
     per_attack = [run_attack("direct", questions, cfg.seed), run_attack("world-completion", questions, cfg.seed)]
     per_attack += [run_attack(f"prefill-{n}", questions, cfg.seed, tokenizer=tokenizer) for n in cfg.prefill_tokens]
+    if cfg.extra_attacks:
+        per_attack += [run_attack(name, questions, cfg.seed, tokenizer=tokenizer) for name in EXTRA_ATTACKS]
     prompts: list[AttackPrompt] = [p for question in zip(*per_attack) for p in question]
     for i, b in enumerate(w.benign_test):
         prompts.append(AttackPrompt(f"benign-{i}", b["question"], "benign", messages=[Message("user", b["question"])], metadata={"kind": "benign"}))
@@ -129,7 +180,7 @@ def attack_prompts(w: World, tokenizer: Any, cfg: DemoConfig) -> list[AttackProm
     return prompts
 
 
-def follow_up_prompts(w: World, direct: dict[str, Any], seed: int = 0) -> list[AttackPrompt]:
+def follow_up_prompts(w: World, direct: dict[str, Any], seed: int = 0, extra: bool = False, tokenizer: Any = None) -> list[AttackPrompt]:
     """A second user turn that presses on, after the first assistant turn was (a) the model's own
     answer to the direct question (``direct[question id]``, a Generation), (b) a polite refusal, or
     (c) an explicit rebuttal: the registered ``world-follow-up`` attack, question by question."""
@@ -138,6 +189,9 @@ def follow_up_prompts(w: World, direct: dict[str, Any], seed: int = 0) -> list[A
     questions = held_out_questions(w)
     first = {q.id: direct[q.id].response for q in questions}
     per_strategy = [run_attack("world-follow-up", questions, seed, strategy=s, first_turns=first) for s in FOLLOW_UP_STRATEGIES]
+    if extra:  # the follow-up composed with a prefilled answer (``follow-up-refusal+prefill-10``)
+        per_strategy += [run_attack("world-follow-up", questions, seed, strategy=s, first_turns=first, prefill=n, prefill_tokenizer=tokenizer)
+                         for s, n in EXTRA_FOLLOW_UPS]
     return [p for question in zip(*per_strategy) for p in question]
 
 
@@ -145,17 +199,21 @@ def follow_up_prompts(w: World, direct: dict[str, Any], seed: int = 0) -> list[A
 BASE_RTO = {"rto_keep": 0.05, "rto_weight": 1.0}
 
 
-def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry", base: bool = False) -> Any:
+def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry", base: bool = False,
+                    stage_is_base: bool = False) -> Any:
     """``base``: the data has no RTO rows, so the RTO settings are the fixed BASE_RTO (changing
-    them must not retrain a model they cannot affect)."""
+    them must not retrain a model they cannot affect). ``stage_is_base``: the uncensored base stage,
+    always trained in full (LoRA is a safety-tuning setting)."""
     from ..train.trainer import TrainConfig
 
     rto = BASE_RTO if base else {"rto_keep": cfg.rto_keep, "rto_weight": cfg.rto_weight, "rto_norm": cfg.rto_norm}
-    return TrainConfig(model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
+    lora = {"lora": True, "lora_r": cfg.safety_lora_r, "lora_alpha": cfg.safety_lora_alpha or 2 * cfg.safety_lora_r, "lora_dropout": 0.0} \
+        if cfg.safety_lora_r > 0 and not stage_is_base else {}
+    return TrainConfig(**lora, model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
                        weight_decay=0.0, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size, max_length=160,
                        **rto, save_steps=10**9, logging_steps=10**9,
                        progress=cfg.progress, seed=cfg.seed, resume=False,
-                       padding_free=False, loss_chunk_size=None)  # the published toy figures: padded batches, full logits
+                       padding_free=cfg.padding_free, group_by_length=cfg.group_by_length, loss_chunk_size=cfg.loss_chunk_size)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -190,22 +248,30 @@ def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any
     from ..train.run import build_dpo_trainer, build_trainer
     from ..train.trainer import finalize_trainer, run_record
 
+    from ..train.identity import settings as result_settings
+
     final = out / "final"
-    # where the run lives and how it displays are not settings: a moved run is reused as it is; the
-    # training method (DeRTa objective or DPO) follows from the examples, which the fingerprint covers
-    settings = {k: v for k, v in asdict(tcfg).items() if k not in ("progress", "output_dir", "method")}
-    fp = fingerprint(settings, examples, parent, len(tokenizer))
+    dpo = bool(examples) and isinstance(examples[0], PreferencePair)
+    # the settings that change the weights (derta.train.identity: where the run lives and how it
+    # displays are not among them, so a moved run is reused as it is); the training method follows
+    # from the examples, which the fingerprint covers
+    fp = fingerprint(result_settings(replace(tcfg, method="dpo" if dpo else "sft")), examples, parent, len(tokenizer))
     if _saved_fingerprint(final) == fp:
         log.info("%s: reusing %s", name, final)
         return AutoModelForCausalLM.from_pretrained(final), fp, False
     print(f"[derta demo] training {name}: {len(examples)} examples, {tcfg.epochs:g} epochs")
-    dpo = bool(examples) and isinstance(examples[0], PreferencePair)
+    if tcfg.lora:
+        from ..train.lora import add_lora
+
+        model = add_lora(model, tcfg)
     trainer = (build_dpo_trainer if dpo else build_trainer)(tcfg, model, tokenizer, examples)
     t0 = time.perf_counter()
     trainer.train()
-    finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp, parent=parent,
-                                                         seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None)))
-    return trainer.model, fp, True
+    final = finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp, parent=parent,
+                                                                 seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None)),
+                             merge=tcfg.lora)
+    # a LoRA stage is saved merged: later stages and generation use the plain merged model
+    return (AutoModelForCausalLM.from_pretrained(final) if tcfg.lora else trainer.model), fp, True
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -240,7 +306,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         (tok_dir / "derta_fingerprint").write_text(tok_fp)
     model_shape = {"hidden": cfg.hidden, "layers": cfg.layers, "seed": cfg.seed, "tokenizer": tok_fp}
     base = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
-    base, base_fp, _ = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True),
+    base, base_fp, _ = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True, stage_is_base=True),
                                 out / "models" / "base", parent=fingerprint(model_shape))
     base_state = copy.deepcopy(base.state_dict())
 
@@ -249,19 +315,32 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     gen_path = out / "generations.jsonl"
     generations: dict[str, list] = {}
 
+    trained: dict[str, tuple[Any, str]] = {}
+
     def tuned(method: str) -> tuple[Any, str]:
-        """The safety-tuned model of ``method`` and its fingerprint: from the base, or (DPO) from the vanilla model."""
-        if method == "dpo":
-            vanilla, parent = tuned("vanilla")
-            start, epochs, lr = copy.deepcopy(vanilla), cfg.dpo_epochs, cfg.dpo_lr
+        """The tuned model of ``method`` and its fingerprint: from the base, (DPO) from the vanilla
+        model, or (``METHOD+ft``) METHOD's model after the harmful fine-tuning attack."""
+        if method in trained:
+            return trained[method]
+        name, ft = split_method(method)
+        if ft is not None:
+            parent_model, parent = tuned(name)
+            start, epochs, lr = copy.deepcopy(parent_model), cfg.finetune_epochs, cfg.finetune_lr
+            examples: list[Any] = finetune_examples(w, cfg)
+            tcfg = replace(_trainer_config(cfg, out / "models" / method, epochs, lr, base=True), objective=FINETUNES[ft])
         else:
-            start = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
-            start.load_state_dict(base_state)
-            epochs, lr, parent = cfg.safety_epochs, cfg.safety_lr, base_fp
-        examples = safety_examples(w, method, cfg)
-        no_rto = not any(getattr(e, "objective", None) == "rto" for e in examples)
-        tcfg = _trainer_config(cfg, out / "models" / method, epochs, lr, refusal_word=METHODS[method][2], base=no_rto)
+            if name == "dpo":
+                vanilla, parent = tuned("vanilla")
+                start, epochs, lr = copy.deepcopy(vanilla), cfg.dpo_epochs, cfg.dpo_lr
+            else:
+                start = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
+                start.load_state_dict(base_state)
+                epochs, lr, parent = cfg.safety_epochs, cfg.safety_lr, base_fp
+            examples = safety_examples(w, name, cfg, tokenizer)
+            no_rto = not any(getattr(e, "objective", None) == "rto" for e in examples)
+            tcfg = _trainer_config(cfg, out / "models" / method, epochs, lr, refusal_word=METHODS[name][2], base=no_rto)
         model, fp, _ = train_stage(method, start, tokenizer, examples, tcfg, out / "models" / method, parent=parent)
+        trained[method] = (model, fp)
         return model, fp
 
     for method in ["base", *cfg.methods]:
@@ -271,10 +350,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         meta = {"demo_seed": cfg.seed, "method": method, "model_fingerprint": fp}
         gens = run_generation(backend, prompts, gen_path, model_name=method, decoding=decoding, metadata=meta, model_id=fp)
         direct = {g.prompt_id: g for g in gens if g.attack == "direct"}
-        gens += run_generation(backend, follow_up_prompts(w, direct, cfg.seed), gen_path, model_name=method, decoding=decoding,
+        gens += run_generation(backend, follow_up_prompts(w, direct, cfg.seed, extra=cfg.extra_attacks, tokenizer=tokenizer), gen_path, model_name=method, decoding=decoding,
                                metadata={**meta, "stage": "follow-up"}, model_id=fp)
         generations[method] = gens
-    words = {m: ("Sorry", METHODS[m][2]) if m in METHODS else ("Sorry",) for m in generations}
+    words = {m: ("Sorry", METHODS[split_method(m)[0]][2]) if split_method(m)[0] in METHODS else ("Sorry",) for m in generations}
     summary = judge_and_summarise(w, tokenizer, generations, out, refusal_words=words)
     summary.update({"config": asdict(cfg), "environment": environment(), "seed": cfg.seed,
                     "seconds": round(time.perf_counter() - t_start, 1)})

@@ -26,10 +26,12 @@ HELPFULNESS_SETS = {"gsm8k": "helpfulness_gsm8k_500", "mmlu": "helpfulness_mmlu_
 FILE_ONLY_TASKS = ("qa",)
 EXACT_TASKS = ("gsm8k", "mmlu", "qa")
 #: Attacks whose prompts depend on the target model's answers (searched per model, cached).
-SEARCH_ATTACKS = ("pair", "autodan")
+SEARCH_ATTACKS = ("pair", "autodan", "gcg", "crescendo", "rank-prefill")
 #: Attack parameters that name a model (a backend spec) rather than a value.
-MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": ("scorer", "mutator")}
-REQUIRED_MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": ("scorer",)}
+MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": ("scorer", "mutator"), "gcg": (), "crescendo": ("attacker", "scorer"), "rank-prefill": ()}
+#: AutoDAN needs its scorer only for judge fitness (a target that is not an in-process HF model):
+#: the attack says so when it is built against such a target.
+REQUIRED_MODEL_PARAMS = {"pair": ("attacker", "scorer"), "autodan": (), "crescendo": ("attacker", "scorer")}
 JUDGE_KEYS = ("name", "model", "options", "label")
 
 
@@ -73,7 +75,8 @@ def _int(value: Any, key: str, optional: bool = True, minimum: int = 1) -> int |
 
 @dataclass
 class AttackSpec:
-    """One attack column. ``label`` is the name written into records (``prefill-10``)."""
+    """One attack column. ``label`` is the name written into records (``prefill-10``,
+    ``jailbreakchat+prefill-20``); ``params`` may hold the composed ``prefill`` and ``samples``."""
 
     label: str
     base: str  # registry name, or the DeRTa prebuilt set's attack name
@@ -83,6 +86,23 @@ class AttackSpec:
     @property
     def searched(self) -> bool:
         return self.base in SEARCH_ATTACKS
+
+    @property
+    def prefill(self) -> int:
+        """Harmful-response tokens prefilled on top of the attack's prompt (0: none)."""
+        return int(self.params.get("prefill") or 0)
+
+    @property
+    def samples(self) -> int:
+        """Prompts per question (k samples under a sampling decoding)."""
+        return int(self.params.get("samples") or 1)
+
+    @property
+    def unprefilled(self) -> "AttackSpec":
+        """The same attack without the prefill and the samples (what a searched attack searches)."""
+        label = self.label.removesuffix(f"+prefill-{self.prefill}") if self.prefill else self.label
+        params = {k: v for k, v in self.params.items() if k not in ("prefill", "samples")}
+        return AttackSpec(label, self.base, params, self.prebuilt)
 
 
 @dataclass
@@ -125,10 +145,18 @@ class HelpfulnessSpec:
 
 @dataclass
 class OverRefusalSpec:
+    """Benign questions that sound harmful. ``sets``: ``own`` (derta's set, or ``file``) and/or
+    ``xstest`` (XSTest's 250 safe + 200 unsafe contrast prompts, from ``data_dir`` or downloaded);
+    ``limit`` caps each set (XSTest's types taken in turn)."""
+
+    SETS = ("own", "xstest")  # no annotation: a class constant, not a config key
+
     enabled: bool = True
-    file: str | None = None  # default: derta's own benign-but-scary set
+    sets: list[str] = field(default_factory=lambda: ["own"])
+    file: str | None = None  # the own set: default derta's benign-but-scary set
+    data_dir: str | None = None  # the data directory holding xstest/ (default: $DERTA_DATA, ../shared/data)
     limit: int | None = None
-    judge_model: str | None = None  # optional LLM refusal judge beside the phrase detector
+    judge_model: str | None = None  # optional LLM refusal judge beside the phrase detector (XSTest: its 3-way classifier)
     judge_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -144,46 +172,85 @@ class Plan:
 
 
 def _attacks(items: list[Any]) -> list[AttackSpec]:
+    """The attack columns. Besides ``name``, ``params``, ``sweep`` and ``prebuilt`` an entry may set
+    ``prefill: N`` (or ``params: {prefill: N}``, or the name ``NAME+prefill-N``): any attack's
+    prompt with the assistant turn started by N harmful tokens, column ``NAME+prefill-N``;
+    ``prefill_sweep: [5, 10, ...]``: one such column per depth (0: the attack alone); and
+    ``samples: k`` (or in ``params``): k prompts per question, for a sampling decoding."""
+    from ..attacks import SWEEP_MEMBER, split_prefill
+
+    def ints(value: Any, where: str, minimum: int) -> list[int]:
+        if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in value):
+            raise _where(where, f"expected a list of integers >= {minimum}, got {value!r}")
+        return value
+
+    def depths(data: dict[str, Any], params: dict[str, Any], name: str, key: str) -> tuple[str, list[int]]:
+        """The entry's name without a ``+prefill-N`` suffix, and its prefill depths (0: none)."""
+        name, suffix = split_prefill(name)
+        given = {f"{key}.name": suffix, f"{key}.prefill": data.get("prefill"), f"{key}.params.prefill": params.pop("prefill", None),
+                 f"{key}.prefill_sweep": data.get("prefill_sweep")}
+        given = {k: v for k, v in given.items() if v is not None}
+        if len(given) > 1:
+            raise _where(list(given)[1], f"the prefill depth is given more than once ({', '.join(given)}); give it once")
+        if not given:
+            return name, [0]
+        where, value = next(iter(given.items()))
+        if where.endswith("prefill_sweep"):
+            return name, ints(value, where, 0)
+        _int(value, where, optional=False, minimum=0)
+        return name, [value]
+
     out: list[AttackSpec] = []
     for i, item in enumerate(items):
         key = f"attacks[{i}]"
         data = {"name": item} if isinstance(item, str) else dict(_mapping(item, key))
-        _unknown(data, ("name", "params", "sweep", "prebuilt"), key)
+        _unknown(data, ("name", "params", "sweep", "prebuilt", "prefill", "prefill_sweep", "samples"), key)
         name = _str(data.get("name"), f"{key}.name")
         params = dict(_mapping(data.get("params"), f"{key}.params"))
+        name, prefills = depths(data, params, name, key)
+        if "samples" in data:
+            if "samples" in params:
+                raise _where(f"{key}.samples", "given twice (here and in params); give it once")
+            params["samples"] = data["samples"]
+        if "samples" in params:
+            _int(params["samples"], f"{key}.samples" if "samples" in data else f"{key}.params.samples", optional=False)
+        if "prefill_tokenizer" in params:
+            raise _where(f"{key}.params.prefill_tokenizer", "the prefill is cut with the tokenizer of the model under evaluation; remove it")
         prebuilt = bool(data.get("prebuilt", False)) or name.endswith("-prebuilt")
         base = name.removesuffix("-prebuilt")
+        cols: list[AttackSpec] = []
+        m = re.fullmatch(SWEEP_MEMBER, base)
         if prebuilt:
             if base not in PREBUILT:
                 raise _where(f"{key}.name", f"no prebuilt DeRTa prompts for {base!r} (have: {', '.join(PREBUILT)})")
-            out.append(AttackSpec(f"{base}-prebuilt", base, params, prebuilt=True))
-            continue
-        m = re.fullmatch(r"([a-z]+)-(\d+)", base)
-        if m and m.group(1) in SWEEP_PARAMS:
-            out.append(AttackSpec(base, m.group(1), {**params, SWEEP_PARAMS[m.group(1)]: int(m.group(2))}))
-            continue
-        if base not in ATTACKS:
-            raise _where(f"{key}.name", f"unknown attack {base!r} (have: {', '.join(ATTACKS)}, NAME-prebuilt for {', '.join(PREBUILT)}, prefill-N)")
-        if base in SWEEP_PARAMS and SWEEP_PARAMS[base] not in params:
-            sweep = data.get("sweep", list(DEFAULT_SWEEP))
-            if not isinstance(sweep, list) or not sweep or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in sweep):
-                raise _where(f"{key}.sweep", f"expected a list of integers >= 0, got {sweep!r}")
-            out += [AttackSpec(f"{base}-{v}", base, {**params, SWEEP_PARAMS[base]: v}) for v in sweep]
-            continue
-        fields = {f.name for f in dataclasses.fields(ATTACKS[base])}
-        bad = sorted(set(params) - fields)
-        if bad:
-            raise _where(f"{key}.params", f"attack {base!r} has no parameter(s) {', '.join(map(repr, bad))} (has: {', '.join(sorted(fields))})")
-        for p in MODEL_PARAMS.get(base, ()):
-            if p in params and not isinstance(params[p], str):
-                raise _where(f"{key}.params.{p}", "expected a backend spec string, e.g. openai:gpt-4o-mini")
-        for p in REQUIRED_MODEL_PARAMS.get(base, ()):
-            if p not in params:
-                raise _where(f"{key}.params.{p}", f"attack {base!r} needs {p!r}: a backend spec (the target is the model under evaluation)")
-        if "target" in params:
-            raise _where(f"{key}.params.target", "the target is always the model under evaluation; remove it")
-        label = base
-        out.append(AttackSpec(label, base, params))
+            cols.append(AttackSpec(f"{base}-prebuilt", base, params, prebuilt=True))
+        elif m and m.group(1) in SWEEP_PARAMS:
+            cols.append(AttackSpec(base, m.group(1), {**params, SWEEP_PARAMS[m.group(1)]: int(m.group(2))}))
+        elif base not in ATTACKS:
+            raise _where(f"{key}.name", f"unknown attack {base!r} (have: {', '.join(ATTACKS)}, NAME-prebuilt for {', '.join(PREBUILT)}, prefill-N, NAME+prefill-N)")
+        elif base in SWEEP_PARAMS and SWEEP_PARAMS[base] not in params:
+            sweep = ints(data.get("sweep", list(DEFAULT_SWEEP)), f"{key}.sweep", 0)
+            cols += [AttackSpec(f"{base}-{v}", base, {**params, SWEEP_PARAMS[base]: v}) for v in sweep]
+        else:
+            fields = {f.name for f in dataclasses.fields(ATTACKS[base])}
+            bad = sorted(set(params) - fields)
+            if bad:
+                raise _where(f"{key}.params", f"attack {base!r} has no parameter(s) {', '.join(map(repr, bad))} (has: {', '.join(sorted(fields))})")
+            for p in MODEL_PARAMS.get(base, ()):
+                if p in params and not isinstance(params[p], str):
+                    raise _where(f"{key}.params.{p}", "expected a backend spec string, e.g. openai:gpt-4o-mini")
+            for p in REQUIRED_MODEL_PARAMS.get(base, ()):
+                if p not in params:
+                    raise _where(f"{key}.params.{p}", f"attack {base!r} needs {p!r}: a backend spec (the target is the model under evaluation)")
+            if "target" in params:
+                raise _where(f"{key}.params.target", "the target is always the model under evaluation; remove it")
+            if "target" in fields and base not in SEARCH_ATTACKS:
+                raise _where(f"{key}.name", f"attack {base!r} needs the model under evaluation as its target, which derta eval does not give it")
+            cols.append(AttackSpec(base, base, params))
+        family = cols[0].base
+        if any(prefills) and not cols[0].prebuilt and getattr(ATTACKS.get(family), "prefills", False):
+            raise _where(f"{key}.prefill", f"attack {family!r} fills the assistant turn itself; it takes no prefill on top (set its own depth)")
+        out += [AttackSpec(f"{c.label}+prefill-{d}", c.base, {**c.params, "prefill": d}, c.prebuilt) if d else c for c in cols for d in prefills]
     labels = [a.label for a in out]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
@@ -264,7 +331,19 @@ def _over_refusal(data: dict[str, Any] | None) -> OverRefusalSpec:
     if data is None:
         return OverRefusalSpec(enabled=False)
     _unknown(data, [f.name for f in dataclasses.fields(OverRefusalSpec)], "over_refusal")
+    if isinstance(data.get("sets"), str):  # `sets: xstest` reads as one set
+        data = {**data, "sets": [data["sets"]]}
     o = OverRefusalSpec(**data)
+    if not isinstance(o.sets, list) or not o.sets:
+        raise _where("over_refusal.sets", f"expected a list of set names ({', '.join(o.SETS)}), got {o.sets!r}")
+    for i, s in enumerate(o.sets):
+        if s not in o.SETS:
+            raise _where(f"over_refusal.sets[{i}]", f"unknown over-refusal set {s!r} (have: {', '.join(o.SETS)})")
+    if len(set(o.sets)) < len(o.sets):
+        raise _where("over_refusal.sets", f"a set is listed twice: {o.sets!r}")
+    if o.file and "own" not in o.sets:
+        raise _where("over_refusal.file", "'file' replaces derta's own set: list 'own' in over_refusal.sets too")
+    _str(o.data_dir, "over_refusal.data_dir", optional=True)
     _int(o.limit, "over_refusal.limit")
     return o
 
@@ -314,6 +393,9 @@ class EvalConfig:
             decoding = Decoding(**dec)
         except (TypeError, ValueError) as e:
             raise _where("decoding", str(e)) from None
+        for a in attacks:
+            if a.samples > 1 and decoding.greedy:
+                raise _where("decoding.temperature", f"{a.label} draws {a.samples} samples per prompt: set a temperature > 0 (greedy samples are all alike)")
         for name in ("batch_size", "judge_batch_size"):
             _int(getattr(self, name), name)
         return Plan(models, questions, attacks, judges, helpfulness, over, decoding)

@@ -71,29 +71,59 @@ def attach_harmful_responses(questions: list[Question], path: str | Path) -> lis
 
 def attack_prompts(spec: AttackSpec, questions: list[Question], qspec: QuestionsSpec, backend: Any, model: str, seed: int,
                    run_dir: Path, model_id: str | None = None) -> list[AttackPrompt]:
-    """The prompts of one attack for one model (the prefill cut uses the model's own tokenizer)."""
-    if spec.prebuilt:
-        prompts = load_prebuilt(qspec.dir, spec.base, limit=qspec.limit)  # type: ignore[arg-type]
-    elif spec.base == "prefill":
-        attack = PrefillAttack(seed=seed, tokenizer=getattr(backend, "tokenizer", None), **spec.params)
-        try:
-            prompts = attack(questions)
-        except ValueError as e:
-            raise ValueError(f"{spec.label}: {e}; or set questions.harmful_responses to a file of harmful responses") from None
-    elif spec.searched:
-        prompts = searched_prompts(spec, questions, backend, model, seed, run_dir / SEARCH_CACHE, model_id)
-    else:
-        prompts = make_attack(spec.base, **{"seed": seed, **spec.params})(questions)
+    """The prompts of one attack for one model.
+
+    Every prefill cut (the prefill attack, random insertion, any attack's ``prefill``) counts the
+    model's own tokens. Prebuilt and searched prompts get their prefill once they are loaded or
+    found (so one search serves every depth) from the question they belong to (by id, else by
+    text), and then their ``samples`` copies."""
+    from ..attacks import sample_copies, with_prefill
+
+    def tokenizer() -> Any:  # read only when a cut needs it: it may load files
+        return getattr(backend, "tokenizer", None)
+
+    def question_of(p: AttackPrompt) -> Question:
+        found = next((q for q in questions if q.id == p.question_id), None) or next((q for q in questions if q.text.strip() == p.question.strip()), None)
+        if found is None:
+            raise ValueError(f"prompt {p.id!r} matches no question by id or text, so it has no harmful_response to prefill from")
+        return found
+
+    try:
+        if spec.prebuilt or spec.searched:
+            if spec.prebuilt:
+                prompts = load_prebuilt(qspec.dir, spec.base, limit=qspec.limit)  # type: ignore[arg-type]
+            else:
+                prompts = searched_prompts(spec.unprefilled, questions, backend, model, seed, run_dir / SEARCH_CACHE, model_id)
+            if spec.prefill:
+                tok = tokenizer()
+                prompts = [with_prefill(p, question_of(p), spec.prefill, tok) for p in prompts]
+            prompts = [s for p in prompts for s in sample_copies(p, spec.samples)]
+        elif spec.base == "prefill":
+            prompts = PrefillAttack(seed=seed, tokenizer=tokenizer(), **spec.params)(questions)
+        elif spec.base == "random-insertion":
+            prompts = make_attack(spec.base, **{"seed": seed, **spec.params, "tokenizer": tokenizer()})(questions)
+        else:
+            extra = {"prefill_tokenizer": tokenizer()} if spec.prefill else {}
+            prompts = make_attack(spec.base, **{"seed": seed, **spec.params, **extra})(questions)
+    except ValueError as e:
+        if "harmful_response" not in str(e):
+            raise
+        raise ValueError(f"{spec.label}: {e}; or set questions.harmful_responses to a file of harmful responses") from None
     return [_tag(p, HARMFUL) for p in prompts]
 
 
 def searched_prompts(spec: AttackSpec, questions: list[Question], backend: Any, model: str, seed: int, cache: Path,
                      model_id: str | None = None) -> list[AttackPrompt]:
-    """PAIR / AutoDAN search one question at a time; each result is logged, so a rerun resumes.
+    """PAIR / AutoDAN / GCG / Crescendo search one question at a time against ``backend`` (the
+    model under evaluation, their ``target``); each result is logged, so a rerun resumes.
 
     A result is reused only for the same target (``model`` and ``model_id``: a model changed
-    under the same name is searched again), attack settings and seed."""
+    under the same name is searched again), attack settings and seed. Model parameters (attacker,
+    mutator, scorer) are backend specs loaded here; a scorer becomes PAIR's 1-10 rating. AutoDAN
+    with the white-box loss fitness (the default for an in-process HF target) scores with the
+    target itself, so a scorer given for it is not loaded."""
     from ..attacks import llm_scorer
+    from ..attacks.whitebox import white_box
     from ..backends import load_backend
     from ..judges.base import canonical_json
     from ..judges.llm import prompt_sha
@@ -109,6 +139,8 @@ def searched_prompts(spec: AttackSpec, questions: list[Question], backend: Any, 
         todo = [q for q, k in zip(questions, wanted) if log.logged(k) is None]
         if todo:
             params: dict[str, Any] = {"seed": seed, **spec.params, "target": backend}
+            if spec.base == "autodan" and params.get("fitness", "loss" if white_box(backend) else "judge") == "loss":
+                params.pop("scorer", None)
             for p in MODEL_PARAMS[spec.base]:
                 if p in params:
                     model_backend = load_backend(params[p])
@@ -133,11 +165,19 @@ def helpfulness_prompts(h: HelpfulnessSpec) -> list[AttackPrompt]:
 
 
 def over_refusal_prompts(o: OverRefusalSpec) -> list[AttackPrompt]:
+    """The prompts of the configured over-refusal sets, in the order listed: ``own`` (derta's set or
+    ``o.file``, attack "over_refusal") and ``xstest`` (:func:`xstest_prompts`)."""
     if not o.enabled:
         return []
-    qs = load_questions(o.file or over_refusal_file(), limit=o.limit)
-    return [_tag(AttackPrompt(id=f"over_refusal:{q.id}", question=q.text, attack=OVER_REFUSAL, messages=[Message("user", q.text)],
-                              question_id=q.id), OVER_REFUSAL, category=q.category) for q in qs]
+    out: list[AttackPrompt] = []
+    for name in o.sets:
+        if name == "xstest":
+            out += xstest_prompts(o)
+            continue
+        qs = load_questions(o.file or over_refusal_file(), limit=o.limit)
+        out += [_tag(AttackPrompt(id=f"over_refusal:{q.id}", question=q.text, attack=OVER_REFUSAL, messages=[Message("user", q.text)],
+                                  question_id=q.id), OVER_REFUSAL, category=q.category) for q in qs]
+    return out
 
 
 def load_references(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -154,3 +194,16 @@ def load_references(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     if not by_id and not by_text:
         raise DataError(f"{path}: no reference answers found")
     return by_id, by_text
+
+
+def xstest_prompts(o: OverRefusalSpec) -> list[AttackPrompt]:
+    """XSTest's prompts (:func:`derta.eval.xstest.load_xstest`) as over-refusal prompts of attack
+    "xstest": ``category`` is the XSTest type, ``label`` safe | unsafe; ``params`` name the file,
+    its pinned commit and sha256, and the limit."""
+    from ..data.sources import SOURCES, XSTEST_COMMIT
+    from .xstest import XSTEST_ATTACK, XSTEST_FILE, load_xstest
+
+    params = {"set": XSTEST_ATTACK, "file": XSTEST_FILE, "commit": XSTEST_COMMIT, "sha256": SOURCES[XSTEST_FILE].sha256, "limit": o.limit}
+    return [_tag(AttackPrompt(id=f"{XSTEST_ATTACK}:{p.id}", question=p.prompt, attack=XSTEST_ATTACK, messages=[Message("user", p.prompt)],
+                              params=dict(params), question_id=p.id), OVER_REFUSAL, category=p.type, label=p.label, focus=p.focus, note=p.note)
+            for p in load_xstest(o.data_dir, limit=o.limit)]

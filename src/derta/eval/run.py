@@ -264,8 +264,13 @@ def scorers(plan: Plan, refs: dict[str, str]) -> list[Any]:
     if o.enabled:
         out.append(RefusalScorer())
         if o.judge_model:
-            out.append(_lazy(f"llm-refusal:{o.judge_model}", lambda g: kind(g) == "over_refusal", o.judge_model, o.judge_options,
-                             LlmRefusalScorer, "llm-refusal", OVER_REFUSAL_PROMPT_SHA))
+            from .xstest import XSTEST_ATTACK, XSTEST_PROMPT_SHA, XSTestLlmScorer
+
+            out.append(_lazy(f"llm-refusal:{o.judge_model}", lambda g: kind(g) == "over_refusal" and g.attack != XSTEST_ATTACK, o.judge_model,
+                             o.judge_options, LlmRefusalScorer, "llm-refusal", OVER_REFUSAL_PROMPT_SHA))
+            if "xstest" in o.sets:
+                out.append(_lazy(f"xstest-llm:{o.judge_model}", lambda g: g.attack == XSTEST_ATTACK, o.judge_model, o.judge_options,
+                                 XSTestLlmScorer, "xstest-llm", XSTEST_PROMPT_SHA))
     return out
 
 

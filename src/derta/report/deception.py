@@ -40,10 +40,13 @@ def fmt_rate(cell: dict[str, Any] | None) -> str:
 
 
 def curves(summary: dict[str, Any], model: str, measure: str) -> dict[str, list[float | None]]:
-    """Per strategy, the rate of ``measure`` ("undesired" or "deception") at turns 1..T+1."""
+    """Per strategy, the rate of ``measure`` ("undesired" or "deception") at turns 1..T+1; with the
+    overseer variant also "STRATEGY (overseer)" at turns 1..T+2."""
     out = {}
-    for st, conv in summary["models"][model]["conversations"].items():
-        out[st] = [(t.get(measure) or {}).get("rate") if t.get("n") else None for t in conv["per_turn"]]
+    ms = summary["models"][model]
+    for suffix, convs in (("", ms["conversations"]), (" (overseer)", ms.get("conversations_overseer", {}))):
+        for st, conv in convs.items():
+            out[st + suffix] = [(t.get(measure) or {}).get("rate") if t.get("n") else None for t in conv["per_turn"]]
     return out
 
 
@@ -73,12 +76,40 @@ def _turn_rows(model_summary: dict[str, Any]) -> list[tuple[str, int, dict[str, 
     return [(st, t["turn"], t) for st, conv in model_summary["conversations"].items() for t in conv["per_turn"]]
 
 
+def _answers(turn: int) -> str:
+    """What an overseer-variant turn answers."""
+    return {1: "the request", 2: "the overseer"}.get(turn, f"follow-up {turn - 2}")
+
+
+def _overseer_rows(model_summary: dict[str, Any]) -> list[tuple[str, int, str, dict[str, Any]]]:
+    return [(st, t["turn"], _answers(t["turn"]), t) for st, conv in model_summary.get("conversations_overseer", {}).items()
+            for t in conv["per_turn"]]
+
+
+def _gate_line(model_summary: dict[str, Any]) -> str:
+    parts = [f"{st}: {c['gate']['answered']} answered, {c['gate']['not_answered']} not undesired (conversation ends at turn 1)"
+             for st, c in model_summary.get("conversations_overseer", {}).items()]
+    return "First answers the overseer answered (undesired by the offline rules): " + "; ".join(parts) + "."
+
+
+def _side_by_side(model_summary: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(strategy, later turns of the self variant, later turns of the overseer variant), all scenarios."""
+    self_, over = model_summary["conversations"], model_summary.get("conversations_overseer", {})
+    return [(st, (self_.get(st) or {}).get("later_turns", {}).get("all") or {}, over[st].get("later_turns", {}).get("all") or {})
+            for st in over]
+
+
+def _cell(cell: dict[str, Any], measure: str) -> str:
+    return fmt_rate(cell.get(measure)) if cell.get("n") else "n/a"
+
+
 def _head(summary: dict[str, Any]) -> list[str]:
     s, p, c = summary.get("suite", {}), summary.get("protocol", {}), summary.get("classifier", {})
     return [
         f"suite {s.get('name')} {s.get('version') or ''} (sha256 {s.get('sha256')}, {s.get('n_scenarios')} scenarios)",
         f"classifier {c.get('name')} (sha256 {c.get('sha256')})",
         f"protocol {p.get('version')} format {p.get('format')} (sha256 {p.get('sha256')}); strategies {', '.join(summary.get('strategies', []))}; "
+        f"variants {', '.join(summary.get('variants', ['self']))}; "
         f"{summary.get('turns')} follow-up turns; rebuttal template {p.get('rebuttal_template', {}).get('name')}",
         f"decoding {summary.get('decoding')}; seed {summary.get('seed')}",
     ]
@@ -90,6 +121,12 @@ DEFINITIONS = (
     "undesired thing while the reasoning is absent or argues against it. First answers are the model's own answers "
     "to the request (strategy \"own\", turn 1); in the conversations turn 1 of \"refusal\" and \"rebuttal\" is inserted, "
     "and the later turns are the model's answers to the user's pressure."
+)
+OVERSEER_DEFINITION = (
+    "Overseer variant: the model answers the request itself (turn 1); a first answer that does the undesired thing is "
+    "answered by the user/overseer with a polite refusal to accept it (\"refusal\") or an explicit rebuttal (\"rebuttal\"), "
+    "the model answers again (turn 2), and the follow-ups press on (turns 3 and later). A first answer that is not "
+    "undesired is not answered; its conversation ends at turn 1."
 )
 
 
@@ -114,6 +151,22 @@ def section_markdown(summary: dict[str, Any], plots: dict[str, dict[str, Path]] 
                 continue
             lines.append(f"| {st} | {t} | {cell['scored']} | {cell['unscored']} | {fmt_rate(cell['undesired'])} | {fmt_rate(cell['deception'])} |")
         lines.append("")
+        if "conversations_overseer" in ms:
+            lines += [OVERSEER_DEFINITION, "", _gate_line(ms), "", "Self vs overseer variant, later turns (turn 2 and later):", "",
+                      "| strategy | self: undesired output | self: reason-based deception | overseer: undesired output | overseer: reason-based deception |",
+                      "| --- | --- | --- | --- | --- |"]
+            for st, a, b in _side_by_side(ms):
+                lines.append(f"| {st} | {_cell(a, 'undesired')} | {_cell(a, 'deception')} | {_cell(b, 'undesired')} | {_cell(b, 'deception')} |")
+            lines += ["", "Overseer variant, per assistant turn:", "",
+                      "| strategy | turn | answers | scored | unscored | undesired output | reason-based deception |",
+                      "| --- | ---: | --- | ---: | ---: | --- | --- |"]
+            for st, t, what, cell in _overseer_rows(ms):
+                if not cell.get("n"):
+                    lines.append(f"| {st} | {t} | {what} | 0 | 0 | n/a | n/a |")
+                    continue
+                lines.append(f"| {st} | {t} | {what} | {cell['scored']} | {cell['unscored']} | {fmt_rate(cell['undesired'])} | "
+                             f"{fmt_rate(cell['deception'])} |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -159,12 +212,25 @@ def section_html(summary: dict[str, Any], rows: list[dict[str, Any]] | None = No
                            f"<td>{e(fmt_rate(cell['undesired']))}</td><td>{e(fmt_rate(cell['deception']))}</td></tr>")
         parts.append("<table><tr><th>strategy</th><th>turn</th><th>scored</th><th>unscored</th><th>undesired output</th>"
                      f"<th>reason-based deception</th></tr>{''.join(trs)}</table>")
+        if "conversations_overseer" in ms:
+            side = "".join(f"<tr><td>{e(st)}</td>" + "".join(f"<td>{e(_cell(c, k))}</td>" for c in (a, b) for k in ("undesired", "deception"))
+                           + "</tr>" for st, a, b in _side_by_side(ms))
+            parts.append(f"<p>{e(OVERSEER_DEFINITION)}</p><p>{e(_gate_line(ms))}</p><p>Self vs overseer variant, later turns (turn 2 and later):</p>"
+                         "<table><tr><th>strategy</th><th>self: undesired output</th><th>self: reason-based deception</th>"
+                         f"<th>overseer: undesired output</th><th>overseer: reason-based deception</th></tr>{side}</table>")
+            orows = "".join(
+                f"<tr><td>{e(st)}</td><td class=num>{t}</td><td>{e(what)}</td><td class=num>{cell.get('scored', 0)}</td>"
+                f"<td class=num>{cell.get('unscored', 0)}</td><td>{e(_cell(cell, 'undesired'))}</td><td>{e(_cell(cell, 'deception'))}</td></tr>"
+                for st, t, what, cell in _overseer_rows(ms))
+            parts.append("<p>Overseer variant, per assistant turn:</p><table><tr><th>strategy</th><th>turn</th><th>answers</th><th>scored</th>"
+                         f"<th>unscored</th><th>undesired output</th><th>reason-based deception</th></tr>{orows}</table>")
         shown = _examples(rows or [], m, examples)
         if shown:
             parts.append("<h4>Example answers</h4>")
         for r in shown:
+            variant = "" if r.get("variant", "self") == "self" else f", {r['variant']}"
             parts.append(
-                f'<div class="ex"><b>{e(r["scenario"])}</b> ({e(r["strategy"])}, turn {r["turn"]}): {e(LABELS[r["category"]])} '
+                f'<div class="ex"><b>{e(r["scenario"])}</b> ({e(r["strategy"])}{e(variant)}, turn {r["turn"]}): {e(LABELS[r["category"]])} '
                 f'<span class="meta">{e(r.get("explanation") or "")[:300]}</span>'
                 f"<p>Reasoning:</p><pre>{e((r.get('reasoning') or '(none)')[:3000])}</pre>"
                 f"<p>Final output:</p><pre>{e((r.get('final') or '(none)')[:3000])}</pre></div>"

@@ -299,11 +299,56 @@ def _over_md(models: dict[str, Any]) -> list[str]:
         if o:
             by = "; ".join(f"{j}: {_rate(c)}" for j, c in (o.get("by_judge") or {}).items())
             rows.append([m, _rate(o), o.get("unscored", 0), o.get("degenerate", "–"), by or "–"])
-    if not rows:
+    own: list[str] = []
+    if rows:
+        own = ["## Over-refusal", "", "Benign questions that sound harmful (derta's own set unless configured otherwise). A degenerate "
+               "response is not counted as a refusal (it stays among the n scored).", ""] + \
+            _table(["model", "refused", "unscored", "degenerate", "by judge"], rows) + [""]
+    return own + _xstest_md(models)
+
+
+XSTEST_NOTE = ("XSTest (Röttger et al., 2024): 250 safe prompts that only sound unsafe (refusing them is over-refusal) and 200 "
+               "unsafe contrast prompts (complying with them is unsafe). Each response is a full compliance, a full refusal or a "
+               "partial refusal (both), or degenerate (neither; in n, in no other class).")
+XSTEST_HEAD = ["safe: full refusal", "safe: partial refusal", "unsafe: full compliance", "degenerate (all)", "unscored"]
+
+
+def xstest_overview(models: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model, classifier, that classifier's entry) for every model with an ``xstest`` entry."""
+    return [(m, name, c) for m, e in models.items() if e.get("xstest") for name, c in (e["xstest"].get("by_classifier") or {}).items()]
+
+
+def xstest_degenerate(c: dict[str, Any]) -> dict[str, Any]:
+    """The degenerate share over both labels' responses of one classifier's entry."""
+    from ..stats import rate
+
+    k = sum(((c.get(lab) or {}).get("degenerate") or {}).get("k") or 0 for lab in ("safe", "unsafe"))
+    n = sum((c.get(lab) or {}).get("n") or 0 for lab in ("safe", "unsafe"))
+    return rate(k, n)
+
+
+def xstest_types(entry: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(type, label, rates) per XSTest type of a model's ``xstest`` entry (its primary classifier), safe first."""
+    return [(t, lab, c) for lab in ("safe", "unsafe") for t, c in ((entry.get(lab) or {}).get("by_type") or {}).items()]
+
+
+def _xstest_md(models: dict[str, Any]) -> list[str]:
+    overview = xstest_overview(models)
+    if not overview:
         return []
-    return ["## Over-refusal", "", "Benign questions that sound harmful (derta's own set unless configured otherwise). A degenerate "
-            "response is not counted as a refusal (it stays among the n scored).", ""] + \
-        _table(["model", "refused", "unscored", "degenerate", "by judge"], rows) + [""]
+    out = ["## XSTest", "", XSTEST_NOTE, ""]
+    rows = [[m, name, _rate((c.get("safe") or {}).get("full_refusal")), _rate((c.get("safe") or {}).get("partial_refusal")),
+             _rate((c.get("unsafe") or {}).get("full_compliance")), _rate(xstest_degenerate(c)), c.get("unscored", "–")]
+            for m, name, c in overview]
+    out += _table(["model", "classifier"] + XSTEST_HEAD, rows) + [""]
+    for m, e in models.items():
+        if not e.get("xstest"):
+            continue
+        out += [f"### {_md(m)}: XSTest by type ({_md(e['xstest'].get('classifier', ''))})", ""]
+        rows = [[t, lab, c.get("n", "–"), _rate(c.get("full_refusal")), _rate(c.get("partial_refusal")), _rate(c.get("full_compliance"))]
+                for t, lab, c in xstest_types(e["xstest"])]
+        out += _table(["type", "label", "n", "full refusal", "partial refusal", "full compliance"], rows) + [""]
+    return out
 
 
 def _degenerate_md(summary: dict[str, Any]) -> list[str]:

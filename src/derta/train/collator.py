@@ -9,6 +9,10 @@ import torch
 
 from ..records import IGNORE_INDEX
 
+#: Per-position float fields a row may carry besides ``loss_weights`` (``objective: constrained``:
+#: the reference log-prob and the β of each label, :mod:`derta.train.reference`); 0 where padded.
+EXTRA_FLOATS = ("ref_logps", "betas")
+
 
 @dataclass
 class DeRTaCollator:
@@ -22,6 +26,8 @@ class DeRTaCollator:
         attention_mask [[1, 1, 1], [1, 1, 0]]
         labels         [[-100, 6, 7], [-100, 9, -100]]
         loss_weights   [[0, 1, 1], [0, .5, 0]]
+
+    Rows with ``ref_logps`` and ``betas`` (:data:`EXTRA_FLOATS`) get them padded like ``loss_weights``.
     """
 
     pad_token_id: int
@@ -42,7 +48,12 @@ class DeRTaCollator:
             mask[i, :k] = 1
             labels[i, :k] = torch.tensor(r["labels"], dtype=torch.long)
             weights[i, :k] = torch.tensor(r["loss_weights"], dtype=torch.float32)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weights": weights}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, "loss_weights": weights}
+        for key in (k for k in EXTRA_FLOATS if k in rows[0]):
+            batch[key] = torch.zeros((len(rows), n), dtype=torch.float32)
+            for i, r in enumerate(rows):
+                batch[key][i, : len(r[key])] = torch.tensor(r[key], dtype=torch.float32)
+        return batch
 
 
 @dataclass
@@ -61,7 +72,8 @@ class PaddingFreeCollator:
         labels       [[-100, 6, 7, -100, 9]]
         loss_weights [[0, 1, 1, 0, .5]]
 
-    ``flash_attn_kwargs``: also the row boundaries FlashAttention's varlen kernel reads
+    ``ref_logps`` and ``betas`` (:data:`EXTRA_FLOATS`), when the rows carry them, are flattened
+    like ``loss_weights``. ``flash_attn_kwargs``: also the row boundaries FlashAttention's varlen kernel reads
     (``cu_seq_lens_q/k``, ``max_length_q/k``), computed here on the CPU rather than in every layer.
     """
 
@@ -75,4 +87,6 @@ class PaddingFreeCollator:
         batch = DataCollatorWithFlattening(return_flash_attn_kwargs=self.flash_attn_kwargs)(rows, return_tensors="pt")
         weights = [w for r in rows for w in [0.0, *r["loss_weights"][1:]]]
         batch["loss_weights"] = torch.tensor([weights], dtype=torch.float32)
+        for key in (k for k in EXTRA_FLOATS if k in rows[0]):
+            batch[key] = torch.tensor([[v for r in rows for v in [0.0, *r[key][1:]]]], dtype=torch.float32)
         return batch

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 METHODS = ("sft", "dpo")
 #: How rows become micro-batches: as they come (none) or best-fit-decreasing packed into bins (bfd).
 PACKING = ("none", "bfd")
+#: Losses of method sft: cross-entropy (the DeRTa objective) or Qi et al.'s token-wise constrained loss.
+OBJECTIVES = ("derta", "constrained")
 
 
 def _h(text: str) -> dict[str, str]:
@@ -48,6 +50,12 @@ class TrainConfig:
     group_by_length: bool = field(default=False, metadata=_h("batch rows of similar length together (transformers' length-grouped sampler): less padding when padding_free is off"))
     loss_chunk_size: int | None = field(default=1024, metadata=_h("score only the trained positions, this many at a time (peak loss memory O(chunk x vocabulary)); null: score every position from the full logits"))
     dpo_beta: float = field(default=0.1, metadata=_h("β of DPO (used when the data are preference pairs)"))
+    objective: str = field(default="derta", metadata=_h("loss of method sft: derta (cross-entropy, MLE + λ·RTO) | constrained (Qi et al. 2025's token-wise constrained loss against the starting model, whose log-probs are computed once before training and cached)"))
+    constrained_beta_first: float = field(default=0.5, metadata=_h("constrained: β of a row's first trained token (Qi et al.: 0.5)"))
+    constrained_beta_early: float = field(default=2.0, metadata=_h("constrained: β of trained tokens 2..constrained_early_tokens (Qi et al.: 2)"))
+    constrained_beta_late: float = field(default=0.1, metadata=_h("constrained: β of the later trained tokens (Qi et al.: 0.1)"))
+    constrained_early_tokens: int = field(default=5, metadata=_h("constrained: the last trained token of a row (counted from 1) that takes constrained_beta_early"))
+    reference_cache_dir: str | None = field(default=None, metadata=_h("constrained: folder of the cached reference log-probs (null: output_dir/reference)"))
     lora: bool = field(default=False, metadata=_h("train LoRA adapters instead of all parameters"))
     lora_r: int = field(default=96, metadata=_h("LoRA rank"))
     lora_alpha: int = field(default=16, metadata=_h("LoRA alpha"))
@@ -82,6 +90,15 @@ class TrainConfig:
             raise ValueError("group_by_length applies to rows, not to packed bins: use one of packing bfd and group_by_length")
         if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
             raise ValueError(f"loss_chunk_size must be >= 1 or null, got {self.loss_chunk_size}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be derta or constrained, got {self.objective!r}")
+        if self.objective == "constrained" and self.method != "sft":
+            raise ValueError("objective constrained is a loss of method sft (DPO has its own)")
+        for name in ("constrained_beta_first", "constrained_beta_early", "constrained_beta_late"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.constrained_early_tokens < 1:
+            raise ValueError(f"constrained_early_tokens must be >= 1, got {self.constrained_early_tokens}")
         if self.total_batch_size < self.batch_size:
             raise ValueError(f"total_batch_size ({self.total_batch_size}) < batch_size ({self.batch_size})")
 

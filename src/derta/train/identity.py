@@ -7,8 +7,9 @@ that the method uses. Where a run lives and how it reports (``output_dir``, logg
 save frequency, ``resume``) are not in it, nor ``gradient_checkpointing``, which recomputes the
 same activations to save memory, nor ``padding_free`` and ``loss_chunk_size``, which compute the
 same loss over the same rows another way. ``packing`` and ``group_by_length`` change which rows
-share a step; they enter the fingerprint when set (at none / false they train as runs recorded
-before these settings existed, and those runs resume).
+share a step, and ``objective: constrained`` (with its β schedule) changes the loss; they enter the
+fingerprint when set (at none / false / derta they train as runs recorded before these settings
+existed, and those runs resume).
 
 ``output_dir/derta_run.json`` holds the fingerprint of the run that owns the folder; a run whose
 fingerprint differs never resumes its checkpoints (:func:`check_output_dir`).
@@ -31,11 +32,13 @@ MiB = 1 << 20
 
 #: Settings that never change the trained weights.
 NOT_RESULT = ("output_dir", "resume", "progress", "report_to", "logging_steps", "save_steps", "save_total_limit",
-              "gradient_checkpointing", "model", "data", "tokenizer", "bf16", "padding_free", "loss_chunk_size")
+              "gradient_checkpointing", "model", "data", "tokenizer", "bf16", "padding_free", "loss_chunk_size",
+              "reference_cache_dir")
 #: Settings left out of the fingerprint at these values: how every run trained before they existed.
-_DEFAULT_BATCHING = {"packing": "none", "group_by_length": False}
+_DEFAULT_BATCHING = {"packing": "none", "group_by_length": False, "objective": "derta"}
 _LORA = ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
-_SFT_ONLY = ("refusal_word", "refusal_token", "rto_weight", "rto_keep", "rto_norm", "rto_max_share")
+_CONSTRAINED = ("constrained_beta_first", "constrained_beta_early", "constrained_beta_late", "constrained_early_tokens")
+_SFT_ONLY = ("refusal_word", "refusal_token", "rto_weight", "rto_keep", "rto_norm", "rto_max_share", "objective", *_CONSTRAINED)
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
                     "vocab.txt", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json")
@@ -97,6 +100,8 @@ def settings(cfg: Any) -> dict[str, Any]:
     if cfg.max_steps > 0:
         drop.add("epochs")  # max_steps wins
     drop |= {k for k, v in _DEFAULT_BATCHING.items() if getattr(cfg, k, v) == v}
+    if getattr(cfg, "objective", "derta") != "constrained":
+        drop |= set(_CONSTRAINED)
     out = {k: v for k, v in asdict(cfg).items() if k not in drop}
     out["bf16"] = cfg.use_bf16()  # "auto" means different things on different machines
     world = int(os.environ.get("WORLD_SIZE", "1"))

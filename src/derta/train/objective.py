@@ -33,6 +33,7 @@ import logging
 import random
 from typing import Any
 
+from ..data.render import CutTally
 from ..records import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def objective_stats(renderer: Any, examples: list[Any], seed: int = 0, sample: i
         if obj == "mle" and ex.source == "safety" and hp is not None:
             # the first trained token after a non-empty harmful prefix: the refusal should start here
             first = next((lab for lab in r.labels if lab != IGNORE_INDEX), None)
-            context = len(r.labels) - sum(lab != IGNORE_INDEX for lab in r.labels) - len(renderer.prompt_ids(renderer.turn(ex)))
+            context = len(r.labels) - sum(lab != IGNORE_INDEX for lab in r.labels) - len(renderer.prompt_ids(renderer.turn(ex))) + r.cut_query
             if context > 0 and first is not None:
                 prefixed += 1
                 starts_with_refusal += first == renderer.refusal_id
@@ -140,8 +141,10 @@ def truncation_stats(renderer: Any, examples: list[Any], seed: int = 0) -> dict[
     """
     cut = cut_untrained = untrained = 0
     examples_cut: list[str] = []
+    tally = CutTally()
     for i, ex in enumerate(examples):
         r = renderer(ex, random.Random(f"{seed}/0/{i}"))
+        tally.add(r)
         trained = any(lab != IGNORE_INDEX and w > 0 for lab, w in zip(r.labels[1:], r.loss_weights[1:]))
         untrained += not trained
         if r.cut:
@@ -150,7 +153,7 @@ def truncation_stats(renderer: Any, examples: list[Any], seed: int = 0) -> dict[
             if len(examples_cut) < 5:
                 examples_cut.append(ex.id or f"row {i + 1}")
     return {"max_length": renderer.max_length, "rows": len(examples), "rows_cut": cut, "rows_cut_untrained": cut_untrained,
-            "rows_untrained": untrained, "rows_trained": len(examples) - untrained, "first_cut_ids": examples_cut}
+            "rows_untrained": untrained, "rows_trained": len(examples) - untrained, "first_cut_ids": examples_cut, **tally.record()}
 
 
 def check_truncation(stats: dict[str, Any]) -> None:
@@ -160,6 +163,6 @@ def check_truncation(stats: dict[str, Any]) -> None:
         raise ValueError(f"no row keeps a trained token at max_length {m}: {stats['rows_cut']} of {n} rows are cut to {m} tokens "
                          f"and {stats['rows_untrained']} of {n} have no trained token left; raise max_length")
     if stats["rows_cut"]:
-        log.warning("%d of %d rows are longer than max_length %d and were cut at the end (%d of them lost every trained token; "
+        log.warning("%d of %d rows are longer than max_length %d and were cut (the middle of the query first, then the end of the target; %d of them lost every trained token; "
                     "first: %s); raise max_length to train them whole", stats["rows_cut"], n, m, stats["rows_cut_untrained"],
                     ", ".join(stats["first_cut_ids"]))

@@ -48,11 +48,14 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, 
     """The DeRTa trainer over in-memory TrainingExamples (what `train` and the demo share).
 
     ``renderer`` / ``truncation``: made (and checked) here unless the caller already did, before
-    loading the model."""
+    loading the model. ``cfg.objective`` "constrained": the rows are first scored with ``model`` as
+    it is (the reference, :mod:`derta.train.reference`; cached in ``cfg.reference_cache_dir``) and
+    ``objective_stats["constrained"]`` records the β schedule and the cache."""
     renderer = renderer or make_renderer(cfg, tokenizer)
     truncation = truncation or checked_truncation(renderer, examples, cfg.seed)
     objective = plan_objective(renderer, examples, cfg.rto_norm, cfg.rto_max_share, seed=cfg.seed)
     objective["truncation"] = truncation
+    objective["objective"] = cfg.objective
     after = objective["after"]
     log.info("objective: %d MLE and %d RTO trained positions (RTO %.1f%% of positions, %.1f%% of the loss weight; rto_norm %s)",
              after["positions"]["mle"], after["positions"]["rto"], 100 * after["rto_share"], 100 * after["rto_weight_share"], objective["rto_norm"])
@@ -61,13 +64,20 @@ def build_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, examples: list, 
     log.info("batching: %s, %d %s per micro-batch; loss: %s", batching.record["mode"], cfg.batch_size,
              "bins" if cfg.packing == "bfd" and batching.record["padding_free"] else "rows",
              f"chunked, {cfg.loss_chunk_size} trained positions at a time" if cfg.loss_chunk_size else "full logits")
+    args = training_arguments(cfg, rows_per_item=batching.rows_per_item, **batching.arguments)
+    if cfg.objective == "constrained":
+        from .reference import use_reference
+
+        objective["constrained"] = use_reference(cfg, model, tokenizer, dataset, batching, args)
+        log.info("objective: constrained (Qi et al.), β %s", objective["constrained"]["beta"])
     return DeRTaTrainer(
         count_weights=objective["rto_norm"] == "sequence",
         objective_stats=objective,
         loss_chunk_size=cfg.loss_chunk_size,
         batching=batching.record,
+        objective=cfg.objective,
         model=model,
-        args=training_arguments(cfg, rows_per_item=batching.rows_per_item, **batching.arguments),
+        args=args,
         train_dataset=batching.dataset,
         data_collator=batching.collator,
         processing_class=tokenizer,
@@ -140,13 +150,32 @@ def claim_output_dir(trainer: Any, cfg: TrainConfig, fp: dict[str, Any], fresh: 
 
 
 def dpo_rows(pairs: list, tokenizer: Any, template: str) -> list[dict[str, str]]:
-    """Preference pairs rendered with the same template as MLE training (prompt/chosen/rejected text)."""
+    """Preference pairs rendered with the same template as MLE training (prompt/chosen/rejected text).
+
+    TRL's DPOTrainer tokenizes the prompt text with the tokenizer's own special tokens. The BOS is
+    therefore written into the text only for a tokenizer that does not add it itself (where the
+    template asks for one, as the MLE rows do); for a tokenizer that adds it, a BOS the chat
+    template wrote is taken out of the text. The prompt ids then start with one BOS exactly where
+    :meth:`derta.data.render.Renderer.prompt_ids` has one (never two). A chat turn ends where the
+    assistant's turn closes (:func:`derta.data.render.closed_turn`), as in MLE rows.
+    """
+    from ..data.render import adds_bos, closed_turn
+
     render = get_template(template)
+    bos = tokenizer.bos_token or ""
+    adds = adds_bos(tokenizer)
+    ends: dict[str, str] = {}
     rows = []
     for p in pairs:
         turn = render(p.messages, tokenizer)
-        bos = tokenizer.bos_token if turn.add_bos and tokenizer.bos_token else ""
-        rows.append({"prompt": bos + turn.prompt, "chosen": turn.lead + p.chosen + turn.end, "rejected": turn.lead + p.rejected + turn.end})
+        if template == "chat":
+            turn = closed_turn(turn, tokenizer, ends)
+        prompt = turn.prompt
+        if bos and adds and prompt.startswith(bos):
+            prompt = prompt[len(bos):]
+        elif bos and not adds and turn.add_bos:
+            prompt = bos + prompt
+        rows.append({"prompt": prompt, "chosen": turn.lead + p.chosen + turn.end, "rejected": turn.lead + p.rejected + turn.end})
     return rows
 
 
@@ -172,16 +201,28 @@ def build_dpo_trainer(cfg: TrainConfig, model: Any, tokenizer: Any, pairs: list)
                       processing_class=tokenizer)
 
 
-def dpo_truncation(rows: list[dict[str, str]], tokenizer: Any, max_length: int) -> dict[str, Any]:
-    """Pairs cut to ``max_length`` (TRL keeps the start) and pairs whose prompt alone fills it
-    (TRL drops those: no answer token is left to train)."""
-    cut = untrained = 0
-    for r in rows:
-        n = {k: len(tokenizer(r[k], add_special_tokens=False)["input_ids"]) for k in ("prompt", "chosen", "rejected")}
-        cut += n["prompt"] + max(n["chosen"], n["rejected"]) > max_length
-        untrained += n["prompt"] >= max_length
+def dpo_truncation(rows: list[dict[str, str]], tokenizer: Any, max_length: int, ids: list[str] | None = None) -> dict[str, Any]:
+    """Pairs cut to ``max_length`` (TRL keeps the start: an answer loses its end) and pairs whose
+    prompt alone fills it (TRL drops those: no answer token is left to train), counted on the ids
+    TRL's DPOTrainer makes (the tokenizer's own special tokens; an EOS appended to an answer that
+    does not end with one). ``tokens_cut``: answer tokens cut, over the longer answer of each pair."""
+    eos = tokenizer.eos_token or ""
+    cut = untrained = tokens = longest = 0
+    first: list[str] = []
+    for i, r in enumerate(rows):
+        prompt = len(tokenizer(r["prompt"])["input_ids"])
+        answers = [r[k] if not eos or r[k].endswith(eos) else r[k] + eos for k in ("chosen", "rejected")]
+        over = max(len(tokenizer(r["prompt"] + a)["input_ids"]) for a in answers) - max_length
+        untrained += prompt >= max_length
+        if over > 0:
+            cut += 1
+            tokens += over
+            longest = max(longest, over)
+            if len(first) < 5:
+                first.append(ids[i] if ids else f"row {i + 1}")
     return {"max_length": max_length, "rows": len(rows), "rows_cut": cut, "rows_cut_untrained": untrained,
-            "rows_untrained": untrained, "rows_trained": len(rows) - untrained, "first_cut_ids": []}
+            "rows_untrained": untrained, "rows_trained": len(rows) - untrained, "first_cut_ids": first,
+            "tokens_cut": tokens, "max_tokens_cut": longest}
 
 
 def train_dpo(cfg: TrainConfig, fresh: bool = False) -> Path:
@@ -192,7 +233,7 @@ def train_dpo(cfg: TrainConfig, fresh: bool = False) -> Path:
         return _finished(cfg)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
     template = default_template(tokenizer) if cfg.template == "auto" else cfg.template
-    truncation = dpo_truncation(dpo_rows(pairs, tokenizer, template), tokenizer, cfg.max_length)
+    truncation = dpo_truncation(dpo_rows(pairs, tokenizer, template), tokenizer, cfg.max_length, [p.id for p in pairs])
     check_truncation(truncation)
     trainer = build_dpo_trainer(cfg, load_model(cfg), tokenizer, pairs)
     resume = claim_output_dir(trainer, cfg, fp, fresh)

@@ -21,7 +21,7 @@ from ..io import environment, write_json
 
 from .checkpoints import latest_checkpoint  # noqa: F401 - re-exported: the newest complete checkpoint
 from .config import TrainConfig  # noqa: F401 - re-exported: derta.train.trainer.TrainConfig
-from .loss import chunked_weighted_causal_lm_loss, weighted_causal_lm_loss
+from .loss import chunked_constrained_causal_lm_loss, chunked_weighted_causal_lm_loss, constrained_causal_lm_loss, weighted_causal_lm_loss
 from .packing import base_model
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 class DeRTaTrainer(Trainer):
     """``Trainer`` whose loss is the DeRTa objective (MLE + λ·RTO).
 
+    ``objective`` "constrained": Qi et al.'s token-wise constrained loss instead of the cross-entropy,
+    from the ``ref_logps`` and ``betas`` the rows carry (:mod:`derta.train.reference`), weighted
+    and normalised as the cross-entropy is.
     ``loss_chunk_size``: the loss is :func:`chunked_weighted_causal_lm_loss` over the model's final
     hidden states (None: :func:`weighted_causal_lm_loss` over the full logits). ``batching``: the
     record of :func:`derta.train.packing.plan_batching`, completed with what the run measured
@@ -37,8 +40,9 @@ class DeRTaTrainer(Trainer):
     """
 
     def __init__(self, *args: Any, count_weights: bool = False, objective_stats: dict[str, Any] | None = None,
-                 loss_chunk_size: int | None = None, batching: dict[str, Any] | None = None, **kwargs: Any):
+                 loss_chunk_size: int | None = None, batching: dict[str, Any] | None = None, objective: str = "derta", **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.objective = objective
         # Our compute_loss consumes num_items_in_batch itself (it is never passed to the model), so
         # the Trainer must count the trained positions of the whole accumulated step for us.
         self.model_accepts_loss_kwargs = True
@@ -63,6 +67,9 @@ class DeRTaTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
         labels = inputs.pop("labels")
         weights = inputs.pop("loss_weights", None)
+        ref, betas = inputs.pop("ref_logps", None), inputs.pop("betas", None)
+        if self.objective == "constrained" and (ref is None or betas is None):
+            raise ValueError("objective constrained: the batch carries no reference log-probs (build the trainer with derta.train.run.build_trainer)")
         if model.training:
             self._count(inputs)
         # use_cache=False always: with a cache, transformers does not build the packed-rows mask
@@ -70,10 +77,16 @@ class DeRTaTrainer(Trainer):
         if self.loss_chunk_size and not return_outputs and self._chunked_loss_applies(model):
             hidden, outputs = self._final_hidden_states(model, inputs)
             lm_head = base_model(self.accelerator.unwrap_model(model)).get_output_embeddings()
-            loss = chunked_weighted_causal_lm_loss(hidden, lm_head, labels, weights, num_items_in_batch, self.loss_chunk_size)
+            if ref is not None:
+                loss = chunked_constrained_causal_lm_loss(hidden, lm_head, labels, ref, betas, weights, num_items_in_batch, self.loss_chunk_size)
+            else:
+                loss = chunked_weighted_causal_lm_loss(hidden, lm_head, labels, weights, num_items_in_batch, self.loss_chunk_size)
         else:
             outputs = model(**inputs, use_cache=False)
-            loss = weighted_causal_lm_loss(outputs.logits, labels, weights, num_items_in_batch)
+            if ref is not None:
+                loss = constrained_causal_lm_loss(outputs.logits, labels, ref, betas, weights, num_items_in_batch)
+            else:
+                loss = weighted_causal_lm_loss(outputs.logits, labels, weights, num_items_in_batch)
         if num_items_in_batch is not None and self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
             # num_items_in_batch is summed over processes and DDP averages gradients over them.
             loss = loss * self.accelerator.num_processes
@@ -128,7 +141,7 @@ class DeRTaTrainer(Trainer):
         out = {**self.batching, "loss": self.loss_mode(), "micro_batches": micro, "rows": rows, "real_tokens": real, "computed_tokens": computed,
                "padding_efficiency": round(real / computed, 4) if computed else None, "optimizer_steps": steps,
                "tokens_per_step": round(real / steps, 1) if steps else None, "rows_per_step": round(rows / steps, 2) if steps else None,
-               "gradient_accumulation_steps": self.args.gradient_accumulation_steps}
+               "gradient_accumulation_steps": self.args.gradient_accumulation_steps, "processes": self.accelerator.num_processes}
         if computed:
             log.info("batching %s: padding efficiency %.3f (%d real of %d computed tokens), %s tokens/step, %s rows/step; loss: %s",
                      out["mode"], real / computed, real, computed, out["tokens_per_step"], out["rows_per_step"], out["loss"])
@@ -188,15 +201,16 @@ def load_model(cfg: TrainConfig) -> Any:
 
     dtype = torch.bfloat16 if cfg.use_bf16() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
-    if cfg.lora:
-        from peft import LoraConfig, get_peft_model
+    if not cfg.lora:
+        return model
+    from .lora import add_lora
 
-        targets: Any = cfg.lora_target_modules
-        if targets == ["all-linear"]:
-            targets = "all-linear"
-        lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
-        model = get_peft_model(model, lcfg)
-    return model
+    return add_lora(model, cfg)
+
+
+def _has_accelerator() -> bool:
+    acc = getattr(torch, "accelerator", None)
+    return bool(acc.is_available()) if acc is not None else torch.cuda.is_available()
 
 
 def training_arguments(cfg: TrainConfig, rows_per_item: float = 1.0, **extra: Any) -> TrainingArguments:
@@ -229,6 +243,9 @@ def training_arguments(cfg: TrainConfig, rows_per_item: float = 1.0, **extra: An
         disable_tqdm=not cfg.progress,
         report_to=cfg.report_to,
         dataloader_num_workers=0,
+        # several processes on a machine without an accelerator: gloo data parallel on the CPU
+        # (without it, transformers starts every process as a single, independent run)
+        use_cpu=world > 1 and not _has_accelerator(),
         dataloader_pin_memory=torch.cuda.is_available(),
         **extra,
     )
