@@ -1,5 +1,5 @@
-"""Truncation to max_length: the harmful prefix gives way first, then the middle of the query; the
-target is cut (at its end) only when it alone exceeds what the rest of the prompt leaves."""
+"""Truncation to max_length: the harmful prefix gives way first, then the middle of the query (only as
+far as the target needs: min(its length, half of max_length) tokens must fit); then the target's end."""
 
 from __future__ import annotations
 
@@ -77,15 +77,27 @@ def test_a_target_longer_than_the_budget_is_cut_at_its_end(bpe_tokenizer, refusa
     tok = bpe_tokenizer
     long_target = " ".join([SAFE] * 8)
     ex = _mle(query="Why?", target=long_target)
-    renderer = Renderer(tok, refusal, template="reference", max_length=30)
+    renderer = Renderer(tok, refusal, template="reference", max_length=60)
     r = renderer(ex)
     full_target = enc(tok, " " + long_target) + enc(tok, tok.eos_token)
     head = renderer.prompt_ids(renderer.turn(ex))
-    query_tokens = len(enc(tok, "[INST] Why? [\\INST]")) - len(enc(tok, "[INST] [\\INST]")) + 1
-    assert len(r.input_ids) == 30
-    assert r.cut_query <= query_tokens and r.cut_query > 0
-    assert r.cut_target == len(head) - r.cut_query + len(full_target) - 30
+    assert len(r.input_ids) == 60 and len(head) + 30 <= 60
+    assert r.cut_query == 0  # the short question leaves the target half the budget: it is kept whole
+    assert r.cut_target == len(head) + len(full_target) - 60
     assert _trained(r) == full_target[: len(full_target) - r.cut_target]  # the start of the target is kept
+
+
+def test_a_long_query_gives_way_only_as_far_as_the_target_needs(bpe_tokenizer, refusal):
+    tok = bpe_tokenizer
+    long_target = " ".join([SAFE] * 8)
+    ex = _mle(target=long_target)
+    renderer = Renderer(tok, refusal, template="reference", max_length=80)
+    head = renderer.prompt_ids(renderer.turn(ex))
+    assert len(head) > 40  # the long query alone would leave the target less than half of 80
+    r = renderer(ex)
+    full_target = enc(tok, " " + long_target) + enc(tok, tok.eos_token)
+    assert len(r.input_ids) == 80 and r.cut_query == len(head) + 40 - 80
+    assert _trained(r) == full_target[:40] and r.cut_target == len(full_target) - 40
 
 
 def test_rows_that_fit_are_rendered_as_without_a_limit(bpe_tokenizer, refusal):
@@ -107,8 +119,21 @@ def test_cut_tally_sums_what_each_part_lost(bpe_tokenizer, refusal):
     for r in rows:
         tally.add(r)
     rec = tally.record()
-    assert rec["rows_cut_by"]["query"] == sum(r.cut_query > 0 for r in rows) == 2
+    assert rec["rows_cut_by"]["query"] == sum(r.cut_query > 0 for r in rows) == 1
     assert rec["rows_cut_by"]["target"] == 1 and rec["rows_cut_by"]["prefix"] == 0
     assert rec["tokens_cut_by"]["query"] == sum(r.cut_query for r in rows)
     assert rec["tokens_cut_by"]["target"] == rows[1].cut_target > 0
     assert rec["max_tokens_cut"] == max(r.cut for r in rows)
+
+
+def test_truncate_query_false_cuts_the_target_end_and_keeps_the_query(bpe_tokenizer, refusal):
+    tok = bpe_tokenizer
+    long_target = " ".join([SAFE] * 8)
+    ex = _mle(target=long_target)
+    head = Renderer(tok, refusal, template="reference").prompt_ids(Renderer(tok, refusal, template="reference").turn(ex))
+    n = len(head) + 10  # the question fits, with 10 target tokens: fewer than half of max_length
+    r = Renderer(tok, refusal, template="reference", max_length=n, truncate_query=False)(ex)
+    full_target = enc(tok, " " + long_target) + enc(tok, tok.eos_token)
+    assert r.cut_query == 0 and r.input_ids[: len(head)] == head  # the question whole
+    assert _trained(r) == full_target[:10] and r.cut_target == len(full_target) - 10
+    assert Renderer(tok, refusal, template="reference", max_length=n)(ex).cut_query > 0  # the default gives some of it

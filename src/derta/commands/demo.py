@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None,
                    help="comma-separated seeds, e.g. 0,1,2: each runs into OUT/seed-S/, then OUT/seeds.json and seeds.md hold every figure as a range over seeds")
     p.add_argument("--methods", default=None, help="comma-separated: vanilla,harmful-prefix,rto,derta,derta-rebuttal,dpo [vanilla,derta,derta-rebuttal]")
-    p.add_argument("--all-methods", action="store_true", help="also train the harmful-prefix, rto, dpo and recovery (Qi et al.) baselines, attack vanilla, derta and recovery by harmful fine-tuning (SFT, and constrained for derta), and add the random-insertion and follow-up+prefill attacks")
+    p.add_argument("--all-methods", action="store_true", help="also train the harmful-prefix, rto, dpo and recovery (Qi et al.) baselines, attack vanilla, derta and recovery by harmful fine-tuning (SFT, and the constrained objective for vanilla and derta), and add the random-insertion and follow-up+prefill attacks")
     p.add_argument("--no-contrast", action="store_true", help="leave out benign how-tos that share objects with harmful tasks")
     p.add_argument("--safety-epochs", type=float, default=None, help="epochs of safety tuning [5]")
     p.add_argument("--rto-keep", type=float, default=None, help="share of RTO positions kept [0.3]")

@@ -16,9 +16,9 @@ while anything else can go (a row that fits is rendered exactly as it would be w
 1. the harmful prefix keeps its start and loses its end (k shrinks: h_<k is a random-length prefix
    anyway, so a shorter one is still a valid example);
 2. the query loses tokens from its middle (its start and its end stay, and so do the template's
-   markers around it);
-3. only a target longer than what the rest of the prompt leaves is cut at its end (an RTO row: the
-   end of h).
+   markers around it), but only as many as the target needs: min(its length, half of
+   ``max_length``) target tokens must fit, so a long answer keeps its question;
+3. then the target is cut at its end (an RTO row: the end of h).
 
 ``Rendered`` counts what each step removed (``cut_prefix``, ``cut_query``, ``cut_target``; ``cut``
 is query + target tokens); :class:`CutTally` sums them over rows for the run record.
@@ -107,6 +107,7 @@ class Renderer:
         rto_weight: float = 1.0,
         rto_keep: float = 1.0,
         rto_row_weight: float | None = None,
+        truncate_query: bool = True,
     ):
         if not 0.0 < rto_keep <= 1.0:
             raise ValueError(f"rto_keep must be in (0, 1], got {rto_keep}")
@@ -118,6 +119,7 @@ class Renderer:
         self.template = get_template(template)
         self._templates = {template: self.template}
         self.max_length = max_length
+        self.truncate_query = truncate_query  # False: the query never gives way (the prefix, then the target's end)
         self.rto_weight = rto_weight
         self.rto_keep = rto_keep
         if rto_row_weight is not None and rto_row_weight <= 0:
@@ -203,7 +205,10 @@ class Renderer:
         start, end = self.query_span(example, turn)
         if turn.add_bos and self.tokenizer.bos_token_id is not None:
             start, end = start + 1, end + 1
-        cut_query = min(over, end - start)
+        # the query gives way only as far as the target needs: min(its length, half of max_length)
+        # target tokens must fit; beyond that the target's end is cut, so a long answer keeps its question
+        must_keep = min(n_target, max(1, self.max_length // 2))
+        cut_query = max(0, min(len(prompt) + len(context) + must_keep - self.max_length, end - start)) if self.truncate_query else 0
         if cut_query:
             keep = end - start - cut_query
             left = (keep + 1) // 2

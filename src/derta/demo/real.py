@@ -214,7 +214,8 @@ def train_method(method: str, model_path: str, model_id: dict[str, Any], tokeniz
                        lr_scheduler="cosine", max_steps=cfg.steps, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size,
                        max_length=cfg.max_length, rto_keep=cfg.rto_keep, rto_norm=cfg.rto_norm, save_steps=max(4, cfg.steps // 4),
                        save_total_limit=1, logging_steps=max(1, cfg.steps // 8), seed=cfg.seed, progress=cfg.progress, resume=True,
-                       padding_free=False, loss_chunk_size=None)  # the README figures: padded batches, full logits
+                       padding_free=False, loss_chunk_size=None,  # the README figures: padded batches, full logits,
+                       truncate_query=False)  # and long rows cut as when they were measured (the harmful prefix, then the target's end)
     settings = {k: v for k, v in asdict(tcfg).items() if k not in ("progress", "output_dir", "model", "resume")}
     fp = fingerprint(settings, examples, model_id)
     if _saved_fingerprint(final) == fp:

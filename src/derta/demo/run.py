@@ -50,7 +50,7 @@ DEFAULT_METHODS = ("vanilla", "derta", "derta-rebuttal")
 #: provider).
 FINETUNES = {"ft": "derta", "ft-constrained": "constrained"}
 ALL_METHODS = ("vanilla", "harmful-prefix", "rto", "derta", "derta-rebuttal", "dpo", "recovery",
-               "vanilla+ft", "derta+ft", "derta+ft-constrained", "recovery+ft")
+               "vanilla+ft", "vanilla+ft-constrained", "derta+ft", "derta+ft-constrained", "recovery+ft")
 #: Attacks added with --all-methods: harmful tokens behind a benign opening, and a prefilled answer
 #: after the user presses on (a follow-up composed with a prefill).
 EXTRA_ATTACKS = ("random-insertion-10",)
@@ -101,7 +101,8 @@ class DemoConfig:
     # the harmful fine-tuning attack (METHOD+ft): pairs of the tuned harmful types, SFT
     finetune_pairs: int = 32
     finetune_epochs: float = 4
-    finetune_lr: float = 1e-3
+    finetune_lr: float = 2e-4  # half the safety-tuning rate: vanilla and recovery break, DeRTa partly holds (at 1e-3 all break)
+    finetune_batch_size: int = 8  # 16 steps of 8 (Qi et al.: 10 per step, 50 steps)
     max_new_tokens: int = 48
     progress: bool = True
 
@@ -327,7 +328,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             parent_model, parent = tuned(name)
             start, epochs, lr = copy.deepcopy(parent_model), cfg.finetune_epochs, cfg.finetune_lr
             examples: list[Any] = finetune_examples(w, cfg)
-            tcfg = replace(_trainer_config(cfg, out / "models" / method, epochs, lr, base=True), objective=FINETUNES[ft])
+            tcfg = replace(_trainer_config(cfg, out / "models" / method, epochs, lr, base=True), objective=FINETUNES[ft],
+                           batch_size=cfg.finetune_batch_size, total_batch_size=cfg.finetune_batch_size)
         else:
             if name == "dpo":
                 vanilla, parent = tuned("vanilla")

@@ -48,6 +48,7 @@ class TrainConfig:
     padding_free: bool = field(default=True, metadata=_h("flatten each micro-batch into one sequence with position_ids restarting per row: no pad tokens (off, with a warning, for a model whose attention cannot keep packed rows apart)"))
     packing: str = field(default="none", metadata=_h("none (a micro-batch is batch_size rows) | bfd (rows best-fit-decreasing packed into bins of max_length tokens, a micro-batch is batch_size bins; needs padding_free; gradient accumulation keeps about total_batch_size rows per step)"))
     group_by_length: bool = field(default=False, metadata=_h("batch rows of similar length together (transformers' length-grouped sampler): less padding when padding_free is off"))
+    truncate_query: bool = field(default=True, metadata=_h("a row over max_length: after the harmful prefix, the middle of the query gives way as far as the target needs (min(its length, max_length / 2) tokens); false: the target's end is cut instead"))
     loss_chunk_size: int | None = field(default=1024, metadata=_h("score only the trained positions, this many at a time (peak loss memory O(chunk x vocabulary)); null: score every position from the full logits"))
     dpo_beta: float = field(default=0.1, metadata=_h("β of DPO (used when the data are preference pairs)"))
     objective: str = field(default="derta", metadata=_h("loss of method sft: derta (cross-entropy, MLE + λ·RTO) | constrained (Qi et al. 2025's token-wise constrained loss against the starting model, whose log-probs are computed once before training and cached)"))

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 def make_renderer(cfg: TrainConfig, tokenizer: Any) -> Renderer:
     template = default_template(tokenizer) if cfg.template == "auto" else cfg.template
     refusal = refusal_token_id(tokenizer, cfg.refusal_word, cfg.refusal_token)
-    return Renderer(tokenizer, refusal, template=template, max_length=cfg.max_length, rto_weight=cfg.rto_weight, rto_keep=cfg.rto_keep)
+    return Renderer(tokenizer, refusal, template=template, max_length=cfg.max_length, rto_weight=cfg.rto_weight, rto_keep=cfg.rto_keep,
+                    truncate_query=cfg.truncate_query)
 
 
 def checked_truncation(renderer: Renderer, examples: list, seed: int) -> dict[str, Any]:
