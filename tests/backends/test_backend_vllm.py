@@ -41,3 +41,43 @@ def test_vllm_matches_the_hf_backend(chat_model, tmp_path):
     assert [c.token_ids for c in got] == [c.token_ids for c in want]  # end-of-turn id trimmed like HF
     assert all(c.finish_reason == "stop" for c in got)
     assert got[-2].text == " the car with soap and water." and got[-1].text == " use soap and water."
+
+
+def test_prefix_caching_is_asked_for_and_each_sample_gets_its_seed(monkeypatch, chat_model, tmp_path):
+    """Without a GPU: a stand-in ``vllm`` module records what the backend asks of ``vllm.LLM``."""
+    import sys
+    import types
+
+    seen: dict = {}
+
+    class Out:
+        def __init__(self, ids):
+            self.outputs = [types.SimpleNamespace(token_ids=ids, text="", finish_reason="length")]
+
+    class LLM:
+        def __init__(self, **kw):
+            seen["init"] = kw
+
+        def get_tokenizer(self):
+            return chat_model.tokenizer
+
+        def generate(self, inputs, params, use_tqdm=False):
+            seen["params"] = params
+            return [Out([chat_model.tokenizer.eos_token_id]) for _ in inputs]
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            self.kw = kw
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    chat_model.model.save_pretrained(tmp_path)
+    chat_model.tokenizer.save_pretrained(tmp_path)
+    from derta.backends.vllm import VLLMBackend
+
+    backend = VLLMBackend(str(tmp_path), progress=False)
+    assert seen["init"]["enable_prefix_caching"] is True
+    assert VLLMBackend(str(tmp_path), progress=False, enable_prefix_caching=False) and seen["init"]["enable_prefix_caching"] is False
+    prompts = [AttackPrompt(id=f"p#{i}", question="q", attack="direct", messages=[Message("user", "How do I wash a car?")],
+                            metadata={"sample": i}) for i in range(3)]
+    backend.complete(prompts, Decoding(max_new_tokens=4, temperature=0.7, seed=5))
+    assert [p.kw.get("seed") for p in seen["params"]] == [5, 6, 7]  # k samples of a prompt: k seeds

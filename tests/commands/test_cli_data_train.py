@@ -201,12 +201,17 @@ def test_example_configs_carry_the_paper_settings(name, capsys):
     assert {k: cfg[k] for k in expect} == expect
 
 
-@pytest.mark.parametrize("name", ["accelerate_fsdp.yaml", "accelerate_deepspeed_zero3.yaml"])
-def test_accelerate_configs_parse(name):
+@pytest.mark.parametrize("name, kind", [("accelerate_ddp.yaml", "MULTI_GPU"), ("accelerate_fsdp.yaml", "FSDP"), ("accelerate_fsdp2.yaml", "FSDP"),
+                                        ("accelerate_deepspeed_zero2.yaml", "DEEPSPEED"), ("accelerate_deepspeed_zero3.yaml", "DEEPSPEED")])
+def test_accelerate_configs_parse(name, kind):
     from accelerate.commands.config.config_args import load_config_from_file
 
     cfg = load_config_from_file(str(REPO / "examples" / name))
-    assert cfg.distributed_type.value in ("FSDP", "DEEPSPEED") and cfg.num_processes >= 1 and cfg.mixed_precision == "bf16"
+    assert cfg.distributed_type.value == kind and cfg.num_processes >= 1 and cfg.mixed_precision == "bf16"
+    if name == "accelerate_fsdp2.yaml":
+        assert cfg.fsdp_config["fsdp_version"] == 2
+    if kind == "DEEPSPEED":
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-6])
 
 
 def test_python_m_derta_cli_runs():

@@ -38,7 +38,7 @@ def _with_generation_config(model: str) -> Any:
 
 
 class VLLMBackend:
-    """Generate with ``vllm.LLM``; ``llm_kwargs`` go to its constructor (max_model_len, enforce_eager, ...)."""
+    """Generate with ``vllm.LLM``, prefix caching on; ``llm_kwargs`` go to its constructor (max_model_len, enforce_eager, ...)."""
 
     def __init__(
         self,
@@ -51,6 +51,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.9,
         seed: int = 0,
         progress: bool = True,
+        enable_prefix_caching: bool = True,
         **llm_kwargs: Any,
     ):
         from ..templates import generation_template
@@ -59,7 +60,10 @@ class VLLMBackend:
         vllm = _vllm()
         self.llm = vllm.LLM(
             model=model, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-            gpu_memory_utilization=gpu_memory_utilization, seed=seed, **llm_kwargs,
+            gpu_memory_utilization=gpu_memory_utilization, seed=seed,
+            # a prefill sweep, k samples and one template over many questions share prompt prefixes:
+            # vLLM computes a shared prefix's KV cache once
+            enable_prefix_caching=enable_prefix_caching, **llm_kwargs,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.name = name or f"vllm:{model}"

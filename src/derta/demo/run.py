@@ -82,11 +82,9 @@ class DemoConfig:
     rto_weight: float = 1.0
     rto_norm: str = "auto"  # TrainConfig.rto_norm: token | sequence | auto
     helpful_repeat: int = 4  # helpfulness data (arithmetic, facts, benign how-tos) dominates safety data, as in the paper
-    safety_lora_r: int = 0  # > 0: safety tuning trains LoRA adapters of this rank (merged after), not every weight
-    safety_lora_alpha: int = 0  # 0: twice the rank
     # Batching, measured on this workload (benchmarks/run.py, demo_train_*; 32 short rows per
-    # micro-batch): the chunked loss is 1.1x faster than full logits; flattening (padding_free) is
-    # 0.7x on a CPU, where packed rows get one dense block mask; length-grouped batches are 1.5x
+    # micro-batch): the chunked loss is 1.09x faster than full logits; flattening (padding_free) is
+    # 0.57x on a CPU, where packed rows get one dense block mask; length-grouped batches are 1.5x
     # faster but hurt training (batches of one kind of row: the base answered 76% of the held-out
     # sums on seed 0, not 97%, and vanilla refused 26% of the benign how-tos).
     padding_free: bool = False  # TrainConfig.padding_free
@@ -200,17 +198,13 @@ def follow_up_prompts(w: World, direct: dict[str, Any], seed: int = 0, extra: bo
 BASE_RTO = {"rto_keep": 0.05, "rto_weight": 1.0}
 
 
-def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry", base: bool = False,
-                    stage_is_base: bool = False) -> Any:
+def _trainer_config(cfg: DemoConfig, out: Path, epochs: float, lr: float, refusal_word: str = "Sorry", base: bool = False) -> Any:
     """``base``: the data has no RTO rows, so the RTO settings are the fixed BASE_RTO (changing
-    them must not retrain a model they cannot affect). ``stage_is_base``: the uncensored base stage,
-    always trained in full (LoRA is a safety-tuning setting)."""
+    them must not retrain a model they cannot affect)."""
     from ..train.trainer import TrainConfig
 
     rto = BASE_RTO if base else {"rto_keep": cfg.rto_keep, "rto_weight": cfg.rto_weight, "rto_norm": cfg.rto_norm}
-    lora = {"lora": True, "lora_r": cfg.safety_lora_r, "lora_alpha": cfg.safety_lora_alpha or 2 * cfg.safety_lora_r, "lora_dropout": 0.0} \
-        if cfg.safety_lora_r > 0 and not stage_is_base else {}
-    return TrainConfig(**lora, model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
+    return TrainConfig(model="in-memory", refusal_word=refusal_word, output_dir=str(out), template="chat", epochs=epochs, learning_rate=lr, warmup_ratio=0.05,
                        weight_decay=0.0, batch_size=cfg.batch_size, total_batch_size=cfg.batch_size, max_length=160,
                        **rto, save_steps=10**9, logging_steps=10**9,
                        progress=cfg.progress, seed=cfg.seed, resume=False,
@@ -246,10 +240,9 @@ def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any
     from transformers import AutoModelForCausalLM
 
     from ..records import PreferencePair
+    from ..train.identity import settings as result_settings
     from ..train.run import build_dpo_trainer, build_trainer
     from ..train.trainer import finalize_trainer, run_record
-
-    from ..train.identity import settings as result_settings
 
     final = out / "final"
     dpo = bool(examples) and isinstance(examples[0], PreferencePair)
@@ -261,18 +254,12 @@ def train_stage(name: str, model: Any, tokenizer: Any, examples: list, tcfg: Any
         log.info("%s: reusing %s", name, final)
         return AutoModelForCausalLM.from_pretrained(final), fp, False
     print(f"[derta demo] training {name}: {len(examples)} examples, {tcfg.epochs:g} epochs")
-    if tcfg.lora:
-        from ..train.lora import add_lora
-
-        model = add_lora(model, tcfg)
     trainer = (build_dpo_trainer if dpo else build_trainer)(tcfg, model, tokenizer, examples)
     t0 = time.perf_counter()
     trainer.train()
-    final = finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp, parent=parent,
-                                                                 seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None)),
-                             merge=tcfg.lora)
-    # a LoRA stage is saved merged: later stages and generation use the plain merged model
-    return (AutoModelForCausalLM.from_pretrained(final) if tcfg.lora else trainer.model), fp, True
+    finalize_trainer(trainer, tokenizer, out, run_record(tcfg, stage=name, examples=len(examples), fingerprint=fp, parent=parent,
+                                                         seconds=round(time.perf_counter() - t0, 1), objective=getattr(trainer, "objective_stats", None)))
+    return trainer.model, fp, True
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
@@ -307,7 +294,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         (tok_dir / "derta_fingerprint").write_text(tok_fp)
     model_shape = {"hidden": cfg.hidden, "layers": cfg.layers, "seed": cfg.seed, "tokenizer": tok_fp}
     base = tiny_llama(tokenizer, hidden=cfg.hidden, layers=cfg.layers, seed=cfg.seed)
-    base, base_fp, _ = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True, stage_is_base=True),
+    base, base_fp, _ = train_stage("base", base, tokenizer, base_examples(w), _trainer_config(cfg, out / "models" / "base", cfg.base_epochs, cfg.base_lr, base=True),
                                 out / "models" / "base", parent=fingerprint(model_shape))
     base_state = copy.deepcopy(base.state_dict())
 
