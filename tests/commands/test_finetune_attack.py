@@ -13,7 +13,8 @@ import yaml
 from safetensors.torch import load_file
 
 from derta.cli import main
-from derta.eval.finetune_attack import AttackSettings, load_harmful_pairs, select_pairs
+from derta.data.formats import load_harmful_pairs
+from derta.eval.finetune_attack import AttackSettings, select_pairs
 from derta.io import DataError
 
 SHARED_PAIRS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "derta-train" / "malicious_tuning_data_330.jsonl"

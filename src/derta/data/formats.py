@@ -236,3 +236,59 @@ def load_preference_pairs(source: str | Path) -> list[PreferencePair]:
 
 def instance_dicts(instances: list[Instance]) -> list[dict[str, Any]]:
     return [x.to_dict() for x in instances]
+
+
+#: Fields of a harmful pair, in the order they are looked for.
+QUERY_FIELDS = ("instruction", "query", "prompt", "question")
+RESPONSE_FIELDS = ("harmful_response", "output", "response")
+#: The DeRTa harmful-tuning rows: {"prefix": "### Instruction:\n{instruction}\n\n### Response:", "text": " {response}"}
+_ALPACA = re.compile(r"^\s*### Instruction:[ \t]*\n(?P<instruction>.*?)\n\s*(?:### Input:[ \t]*\n(?P<input>.*?)\n\s*)?### Response:\s*$", re.S)
+
+
+def alpaca_instruction(prefix: str) -> str | None:
+    """The instruction (and its input, after a blank line) of an Alpaca-style ``### Instruction: ...
+    ### Response:`` prompt, as the DeRTa harmful-tuning file writes it; None when it is not one."""
+    m = _ALPACA.match(prefix)
+    if not m or not m.group("instruction").strip():
+        return None
+    extra = (m.group("input") or "").strip()
+    return m.group("instruction").strip() + (f"\n\n{extra}" if extra else "")
+
+
+def _harmful_instruction(row: dict[str, Any], path: str, line: int | None) -> str:
+    if "prefix" in row and not any(k in row for k in QUERY_FIELDS):
+        prefix = require_str(row, ("prefix",), path, line)
+        instruction = alpaca_instruction(prefix)
+        if instruction is None:
+            raise DataError(f"{path}:{line}: field 'prefix': expected \"### Instruction:\\n<instruction>\\n\\n### Response:\" "
+                            f"(the DeRTa harmful-tuning format), got {prefix[:60]!r}")
+        return instruction
+    query = require_str(row, QUERY_FIELDS, path, line).strip()
+    extra = row.get("input")
+    return f"{query}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else query
+
+
+def _harmful_response(row: dict[str, Any], path: str, line: int | None) -> str:
+    names = ("text",) if "prefix" in row and not any(k in row for k in RESPONSE_FIELDS) else RESPONSE_FIELDS
+    return require_str(row, names, path, line).strip()
+
+
+def load_harmful_pairs(source: str | Path) -> list[TrainingExample]:
+    """Harmful instruction → harmful response pairs as MLE TrainingExamples (one user turn).
+
+    Rows: the DeRTa harmful-tuning ``{prefix: "### Instruction:\\n...\\n\\n### Response:", text}``;
+    Alpaca-style ``instruction`` (+ ``input``) and ``output``; or safety triples' ``query`` and
+    ``harmful_response`` (``prompt``/``question`` and ``response`` also read). A bad row is a
+    DataError naming the file, the line and the field.
+    """
+    out = []
+    unique = UniqueIds()
+    for path, line, row in iter_rows(source):
+        rid = row.get("id")
+        rid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else f"{Path(str(path)).stem}-{line}"
+        out.append(TrainingExample(messages=[Message("user", _harmful_instruction(row, path, line))], target=_harmful_response(row, path, line),
+                                   objective="mle", id=unique(rid, path, line), source="harmful", recipe="harmful-finetune",
+                                   metadata={"source": str(path), "line": line}))
+    if not out:
+        raise DataError(f"{source}: no harmful pairs")
+    return out

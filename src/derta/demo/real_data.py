@@ -70,16 +70,15 @@ def rebuttal(query: str, word: str, rng: random.Random) -> str:
     return rng.choice(REBUTTALS).format(w=word, ask=_ask(query), reason=reason_for(query))
 
 
-_INSTRUCTION = re.compile(r"^### Instruction:\n(?P<q>.*?)\n\n### Response:\s*$", re.S)
-
-
 def parse_pair(row: dict, where: str) -> tuple[str, str]:
-    """(instruction, harmful response) of a ``derta-train`` row ``{prefix, text}``."""
+    """(instruction, harmful response) of a ``derta-train`` row ``{prefix, text}``; the prefix is
+    read as :func:`derta.data.formats.load_harmful_pairs` reads it."""
+    from ..data.formats import alpaca_instruction
+
     prefix, text = row.get("prefix"), row.get("text")
     if not isinstance(prefix, str) or not isinstance(text, str):
         raise ValueError(f"{where}: expected string fields 'prefix' and 'text'")
-    m = _INSTRUCTION.match(prefix.strip() + "\n")
-    q = (m.group("q") if m else prefix.replace("### Instruction:", "").replace("### Response:", "")).strip()
+    q = alpaca_instruction(prefix)
     if not q or not text.strip():
         raise ValueError(f"{where}: empty instruction or response")
     return q, text.strip()

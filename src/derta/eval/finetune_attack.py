@@ -30,16 +30,15 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.formats import UniqueIds, load_training_examples
-from ..io import DataError, environment, iter_rows, require_str, write_json, write_jsonl
-from ..records import IGNORE_INDEX, Message, TrainingExample
+from ..data.formats import load_harmful_pairs, load_training_examples
+from ..io import environment, write_json, write_jsonl
+from ..records import IGNORE_INDEX, TrainingExample
 from ..train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,6 @@ ATTACK = {"name": "harmful-examples fine-tuning", "reference": "Qi et al. 2023, 
           "even when users do not intend to! (arXiv:2310.03693)", "paper_budget": {"examples": [10, 50, 100], "epochs": 5,
                                                                                      "learning_rate": 5e-5, "batch_size": 10}}
 QI_LR, LORA_LR = 5e-5, 1e-4
-#: Fields of a row, in the order they are looked for.
-QUERY_FIELDS = ("instruction", "query", "prompt", "question")
-RESPONSE_FIELDS = ("harmful_response", "output", "response")
-# The DeRTa harmful-tuning rows: {"prefix": "### Instruction:\n{instruction}\n\n### Response:", "text": " {response}"}
-_ALPACA = re.compile(r"^\s*### Instruction:[ \t]*\n(?P<instruction>.*?)\n\s*(?:### Input:[ \t]*\n(?P<input>.*?)\n\s*)?### Response:\s*$", re.S)
 
 
 @dataclass
@@ -100,47 +94,7 @@ class AttackSettings:
             raise ValueError(f"backend must be hf or vllm, got {self.backend!r}")
 
 
-# -- the harmful pairs ---------------------------------------------------------------------------
-
-def _instruction(row: dict[str, Any], path: str, line: int | None) -> str:
-    if "prefix" in row and not any(k in row for k in QUERY_FIELDS):
-        prefix = require_str(row, ("prefix",), path, line)
-        m = _ALPACA.match(prefix)
-        if not m or not m.group("instruction").strip():
-            raise DataError(f"{path}:{line}: field 'prefix': expected \"### Instruction:\\n<instruction>\\n\\n### Response:\" "
-                            f"(the DeRTa harmful-tuning format), got {prefix[:60]!r}")
-        extra = (m.group("input") or "").strip()
-        return m.group("instruction").strip() + (f"\n\n{extra}" if extra else "")
-    query = require_str(row, QUERY_FIELDS, path, line).strip()
-    extra = row.get("input")
-    return f"{query}\n\n{extra.strip()}" if isinstance(extra, str) and extra.strip() else query
-
-
-def _response(row: dict[str, Any], path: str, line: int | None) -> str:
-    names = ("text",) if "prefix" in row and not any(k in row for k in RESPONSE_FIELDS) else RESPONSE_FIELDS
-    return require_str(row, names, path, line).strip()
-
-
-def load_harmful_pairs(source: str | Path) -> list[TrainingExample]:
-    """Harmful instruction → harmful response pairs as MLE TrainingExamples (one user turn).
-
-    Rows: the DeRTa harmful-tuning ``{prefix: "### Instruction:\\n...\\n\\n### Response:", text}``;
-    Alpaca-style ``instruction`` (+ ``input``) and ``output``; or safety triples' ``query`` and
-    ``harmful_response`` (``prompt``/``question`` and ``response`` also read). A bad row is a
-    DataError naming the file, the line and the field.
-    """
-    out = []
-    unique = UniqueIds()
-    for path, line, row in iter_rows(source):
-        rid = row.get("id")
-        rid = str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) and str(rid) else f"{Path(str(path)).stem}-{line}"
-        out.append(TrainingExample(messages=[Message("user", _instruction(row, path, line))], target=_response(row, path, line),
-                                   objective="mle", id=unique(rid, path, line), source="harmful", recipe="harmful-finetune",
-                                   metadata={"source": str(path), "line": line}))
-    if not out:
-        raise DataError(f"{source}: no harmful pairs")
-    return out
-
+# -- the harmful pairs (read by derta.data.formats.load_harmful_pairs) ----------------------------
 
 def select_pairs(pairs: list[TrainingExample], n: int, seed: int, source: str) -> list[TrainingExample]:
     """``n`` pairs drawn with ``seed`` (kept in file order): a file sorted by topic gives a mixed set."""
