@@ -72,6 +72,7 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
 
     from bench_train import train_config
     from bench_workload import make_model
+    from derta.train.collator import BATCH_COUNTS
     from derta.train.run import build_trainer
 
     libc = _libc()
@@ -88,7 +89,7 @@ def measure(payload: dict[str, Any]) -> dict[str, Any]:
 
     def step() -> None:
         if path == "builtin":
-            loss = model(**{k: v for k, v in batch.items() if k != "loss_weights"}).loss
+            loss = model(**{k: v for k, v in batch.items() if k not in ("loss_weights", *BATCH_COUNTS)}).loss
         else:
             loss = trainer.compute_loss(model, dict(batch))
         loss.backward()

@@ -117,10 +117,12 @@ class TrainArms:
         return trainer
 
     def sft(self, model: Any) -> Any:
+        from derta.train.collator import BATCH_COUNTS
+
         trainer = self.derta()(model)
 
         def builtin_loss(self_: Any, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            inputs = {k: v for k, v in inputs.items() if k != "loss_weights"}
+            inputs = {k: v for k, v in inputs.items() if k not in ("loss_weights", *BATCH_COUNTS)}
             out = model(**inputs)  # labels included: the model's own (unweighted) cross-entropy
             return (out.loss, out) if return_outputs else out.loss
 

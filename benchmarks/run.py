@@ -78,8 +78,9 @@ def train_section(p: dict[str, Any], w: Any, tmp: Path) -> tuple[dict[str, Any],
 
 DEMO_RATIOS = {
     "demo_train_vs_full_logits": ("demo", "full_logits", "make demo's training (the toy's rows and model, seed 0, base corpus + DeRTa data, batch 32): "
-                                  "its settings (padded batches, chunked loss) vs padded batches + full logits"),
-    "demo_train_padding_free_vs_demo": ("padding_free", "demo", "the same rows flattened (padding_free) vs the demo's padded batches, both with the chunked loss"),
+                                  "its settings (padding-free, chunked loss) vs the same + full logits"),
+    "demo_train_vs_padded": ("demo", "padded", "its padding-free batches (a micro-batch's rows packed into sequences of at most "
+                             "max_length tokens) vs padded batches of the same rows, both with the chunked loss"),
 }
 
 
@@ -104,7 +105,7 @@ def demo_section(p: dict[str, Any], tmp: Path) -> tuple[dict[str, Any], dict[str
                      tmp, batch_size=cfg.batch_size, max_length=160)
     fns = {"demo": arms.arm("demo", arms.derta(padding_free=cfg.padding_free, group_by_length=cfg.group_by_length, loss_chunk_size=cfg.loss_chunk_size)),
            "full_logits": arms.arm("full_logits", arms.derta(padding_free=cfg.padding_free, group_by_length=cfg.group_by_length, loss_chunk_size=None)),
-           "padding_free": arms.arm("padding_free", arms.derta(padding_free=True, loss_chunk_size=cfg.loss_chunk_size))}
+           "padded": arms.arm("padded", arms.derta(padding_free=False, loss_chunk_size=cfg.loss_chunk_size))}
     values, errors = interleaved(fns, p["rounds"], p["warmup"])
     ratios = {name: ratio(values, errors, a, b, what=what) for name, (a, b, what) in DEMO_RATIOS.items()}
     info = {"rows": len(arms.rows), "real_tokens": arms.real_tokens, "batch_size": cfg.batch_size,

@@ -180,3 +180,54 @@ def test_leak_probe_catches_a_model_that_attends_across_rows(tiny_model):
 
     tiny_model.forward = leaky
     assert "depend on the row before it" in _leak_probe(tiny_model)
+
+
+def test_rows_packed_into_short_sequences(rows, bpe_tokenizer):
+    """row_tokens: the rows go into sequences of at most row_tokens tokens (best fit decreasing), each
+    right-padded to the longest with a pad tail whose positions restart (a segment of its own)."""
+    cap = max(len(r["input_ids"]) for r in rows) + 10
+    batch = PaddingFreeCollator(row_tokens=cap, pad_token_id=bpe_tokenizer.pad_token_id)(rows)
+    lengths = [len(r["input_ids"]) for r in rows]
+    bins = bfd_bins(lengths, cap)
+    assert batch["input_ids"].shape == (len(bins), max(sum(lengths[i] for i in b) for b in bins)) and len(bins) < len(rows)
+    assert batch["input_ids"].size(1) <= cap and "attention_mask" not in batch
+    assert int(batch["packed_rows"]) == len(rows) and int(batch["packed_tokens"]) == sum(lengths) < batch["input_ids"].numel()
+    # every row's tokens are laid out whole, in its bin, each starting at position 0
+    for seq, b in zip(range(len(bins)), bins):
+        at = 0
+        for i in b:
+            k = lengths[i]
+            assert batch["input_ids"][seq, at:at + k].tolist() == rows[i]["input_ids"]
+            assert batch["position_ids"][seq, at:at + k].tolist() == list(range(k))
+            assert batch["labels"][seq, at] == IGN and batch["labels"][seq, at + 1:at + k].tolist() == rows[i]["labels"][1:]
+            at += k
+        tail = batch["input_ids"].size(1) - at
+        assert batch["position_ids"][seq, at:].tolist() == list(range(tail))
+        assert torch.all(batch["labels"][seq, at:] == IGN) and torch.all(batch["loss_weights"][seq, at:] == 0)
+    # bins packed ahead (PackedDataset items) are one sequence each
+    packed = PackedDataset(rows, [[0, 3], [1], [2, 4, 5]])
+    ahead = PaddingFreeCollator(row_tokens=10**6)([packed[0], packed[1], packed[2]])
+    assert ahead["input_ids"].size(0) == 3 and int(ahead["packed_rows"]) == 6
+
+
+def test_short_sequences_train_what_padded_batches_train(tiny_model, rows, bpe_tokenizer, one_torch_thread):
+    """Loss and gradient of the packed layout equal the padded batch's (float64), and what the pad
+    tail holds changes nothing: no row attends to it."""
+    model = tiny_model.double()
+    padded = {k: (v.double() if k == "loss_weights" else v) for k, v in DeRTaCollator(pad_token_id=0)(rows).items()}
+    cap = max(len(r["input_ids"]) for r in rows) + 10
+    n = int(padded["labels"][:, 1:].ne(IGN).sum())
+    results = []
+    for batch in (padded, PaddingFreeCollator(row_tokens=cap, pad_token_id=0)(rows), PaddingFreeCollator(row_tokens=cap, pad_token_id=7)(rows)):
+        model.zero_grad()
+        kw = {"attention_mask": batch["attention_mask"]} if "attention_mask" in batch else {"position_ids": batch["position_ids"]}
+        weights = batch["loss_weights"].double()
+        loss = weighted_causal_lm_loss(model(input_ids=batch["input_ids"], use_cache=False, **kw).logits, batch["labels"], weights, n)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (l_pad, g_pad), *packed = results
+    assert sum(g.abs().sum() for g in g_pad) > 0
+    for loss, grads in packed:
+        torch.testing.assert_close(loss, l_pad, rtol=1e-6, atol=1e-6)
+        for a, b in zip(grads, g_pad):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)

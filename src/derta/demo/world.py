@@ -130,7 +130,9 @@ ARITH_MAX = 14  # "What is a plus b?" for a, b in 0..ARITH_MAX
 ARITH_TRAIN = 75  # sums asked in safety tuning; the others are held out (helpfulness)
 BASE_HARMFUL_CHATS = 2  # chat answers per harmful task in the base corpus (plus one document per opener)
 BASE_BENIGN_CHATS = 1  # chat answers per benign task in the base corpus (plus one document)
-BASE_ARITH_COPIES = 1  # each sum's copies in the base corpus
+BASE_ARITH_COPIES = 3  # each sum's copies in the base corpus: with one, the base knew 97-99% of the held-out sums
+# but safety tuning made it forget 16-25 points of them, differently per method (its helpfulness gap to vanilla
+# ran -5.6 to +3.8 points over seeds 0-2); memorised three times, no method forgets any (seed 2: 100% for all)
 
 
 def steps_text(steps: tuple[str, ...], o: str) -> str:

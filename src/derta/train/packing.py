@@ -4,9 +4,12 @@
   one; ``group_by_length`` orders rows so that a micro-batch holds rows of similar length
   (transformers' ``LengthGroupedSampler``, ``train_sampling_strategy="group_by_length"``).
 - **padding-free** (:class:`derta.train.collator.PaddingFreeCollator`): the same ``batch_size`` rows
-  concatenated into one sequence whose ``position_ids`` restart at 0 on each row; the attention keeps
-  the rows apart (transformers builds a block-diagonal causal mask from the position resets, or
-  FlashAttention's varlen kernel reads the row boundaries), so no pad token is computed.
+  concatenated with ``position_ids`` that restart at 0 on each row; the attention keeps the rows
+  apart (transformers builds a block-diagonal causal mask from the position resets, or
+  FlashAttention's varlen kernel reads the row boundaries). With a varlen kernel the micro-batch is
+  one sequence and no pad token is computed; otherwise (SDPA, eager: a dense mask, whose cost grows
+  with the square of a sequence's length) its rows are packed into sequences of at most
+  ``max_length`` tokens, padded to the longest of them.
 - **bfd**: rows packed into bins of ``max_length`` tokens with TRL's best-fit-decreasing (:func:`bfd_bins`),
   ``batch_size`` bins per padding-free micro-batch.
 
@@ -171,7 +174,10 @@ def plan_batching(cfg: Any, model: Any, dataset: Any, pad_token_id: int) -> Batc
     if not padding_free:
         mode = "padded, length-grouped" if cfg.group_by_length else "padded"
         return Batching(dataset, DeRTaCollator(pad_token_id=pad_token_id), arguments=arguments, record={"mode": mode, **record})
-    collator = PaddingFreeCollator(flash_attn_kwargs=impl.startswith("flash"))
+    # without a varlen kernel the packed mask is dense: sequences of at most max_length tokens, not one
+    flash = impl.startswith("flash")
+    collator = PaddingFreeCollator(flash_attn_kwargs=flash, row_tokens=None if flash else cfg.max_length, pad_token_id=pad_token_id)
+    record["sequences"] = "one per micro-batch (varlen kernel)" if flash else f"rows packed into sequences of at most {cfg.max_length} tokens"
     if cfg.packing == "none":
         mode = "padding-free, length-grouped" if cfg.group_by_length else "padding-free"
         return Batching(dataset, collator, arguments=arguments, record={"mode": mode, **record})

@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from ..io import environment, write_json
 
 from .checkpoints import latest_checkpoint  # noqa: F401 - re-exported: the newest complete checkpoint
+from .collator import BATCH_COUNTS
 from .config import TrainConfig  # noqa: F401 - re-exported: derta.train.trainer.TrainConfig
 from .loss import chunked_constrained_causal_lm_loss, chunked_weighted_causal_lm_loss, constrained_causal_lm_loss, weighted_causal_lm_loss
 from .packing import base_model
@@ -70,8 +71,9 @@ class DeRTaTrainer(Trainer):
         ref, betas = inputs.pop("ref_logps", None), inputs.pop("betas", None)
         if self.objective == "constrained" and (ref is None or betas is None):
             raise ValueError("objective constrained: the batch carries no reference log-probs (build the trainer with derta.train.run.build_trainer)")
+        packed = {k: inputs.pop(k, None) for k in BATCH_COUNTS}
         if model.training:
-            self._count(inputs)
+            self._count(inputs, **packed)
         # use_cache=False always: with a cache, transformers does not build the packed-rows mask
         # from position_ids, and flattened rows would attend to each other.
         if self.loss_chunk_size and not return_outputs and self._chunked_loss_applies(model):
@@ -111,14 +113,20 @@ class DeRTaTrainer(Trainer):
                 log.warning("loss_chunk_size: computing the loss from the full logits: %s", self._chunked)
         return not self._chunked
 
-    def _count(self, inputs: dict[str, Any]) -> None:
-        """Real and computed tokens of a training micro-batch (device tensors: no sync per step)."""
+    def _count(self, inputs: dict[str, Any], packed_rows: Any = None, packed_tokens: Any = None) -> None:
+        """Real and computed tokens of a training micro-batch (device tensors: no sync per step).
+        ``packed_*``: the counts of rows laid out in several sequences with pad tails (the collator's)."""
         ids, t = inputs["input_ids"], self._tally
         mask, pos = inputs.get("attention_mask"), inputs.get("position_ids")
         t["micro_batches"] += 1
         t["computed_tokens"] += ids.numel()
-        t["real_tokens"] = t["real_tokens"] + (mask.sum() if mask is not None else ids.numel())
-        t["rows"] = t["rows"] + (pos.eq(0).sum() if mask is None and pos is not None else ids.size(0))
+        if packed_rows is not None:
+            real, rows = packed_tokens, packed_rows
+        else:
+            real = mask.sum() if mask is not None else ids.numel()
+            rows = pos.eq(0).sum() if mask is None and pos is not None else ids.size(0)
+        t["real_tokens"] = t["real_tokens"] + real
+        t["rows"] = t["rows"] + rows
 
     def loss_mode(self) -> str:
         if not self.loss_chunk_size:
