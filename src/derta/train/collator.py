@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..records import IGNORE_INDEX
+from .bfd import bfd_bins
 
 #: Per-position float fields a row may carry besides ``loss_weights`` (``objective: constrained``:
 #: the reference log-prob and the β of each label, :mod:`derta.train.reference`); 0 where padded.
@@ -114,8 +115,6 @@ class PaddingFreeCollator:
         return batch
 
     def _rows_of(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        from .packing import bfd_bins
-
         if any("rows" in item for item in items):  # bins packed ahead: one sequence each
             groups = [[r for r in (item["rows"] if "rows" in item else [item]) if len(r["input_ids"])] for item in items]
         else:
