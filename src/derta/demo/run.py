@@ -75,7 +75,7 @@ class DemoConfig:
     # training: "uncensored base" stage, then safety tuning (same for every method)
     base_epochs: float = 25
     base_lr: float = 3e-3
-    safety_epochs: float = 4  # 3 left DeRTa at 15-21% ASR on seed 2; 5 trained no better and cost 25% more
+    safety_epochs: float = 4  # 3 left DeRTa at 15-21% ASR on seed 2; 5 left vanilla at 89.6% prefill-5 ASR on seed 0
     safety_lr: float = 4e-4
     batch_size: int = 32
     rto_keep: float = 0.3  # share of RTO positions that keep their label (the reference's full fine-tuning keeps 5%)
@@ -83,11 +83,11 @@ class DemoConfig:
     rto_norm: str = "auto"  # TrainConfig.rto_norm: token | sequence | auto
     helpful_repeat: int = 4  # helpfulness data (arithmetic, facts, benign how-tos) dominates safety data, as in the paper
     # Batching, measured on this workload (benchmarks/run.py, demo_train_*; 32 short rows per
-    # micro-batch): the chunked loss is 1.09x faster than full logits; padding-free (the rows of a
-    # micro-batch packed into sequences of at most max_length tokens) trains the same rows with
-    # fewer computed tokens; length-grouped batches are faster but hurt training (batches of one
-    # kind of row: the base answered 76% of the held-out sums on seed 0, not 97%, and vanilla
-    # refused 26% of the benign how-tos).
+    # micro-batch): the chunked loss is 1.04x faster than full logits; padding-free (the rows of a
+    # micro-batch packed into sequences of at most max_length tokens) is 1.47x faster than padded
+    # batches (0.93 of the computed tokens real, not 0.51); length-grouped batches are faster but
+    # hurt training (batches of one kind of row: the base answered 76% of the held-out sums on
+    # seed 0, not 97%, and vanilla refused 26% of the benign how-tos).
     padding_free: bool = True  # TrainConfig.padding_free
     group_by_length: bool = False  # TrainConfig.group_by_length: batches of rows of similar length
     loss_chunk_size: int | None = 1024  # TrainConfig.loss_chunk_size: the loss over trained positions only; None: full logits
