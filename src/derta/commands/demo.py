@@ -9,15 +9,18 @@ HELP = "reproduce DeRTa's central claim in a toy world (CPU, minutes, no downloa
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..demo.run import DEFAULT_METHODS, METHODS, DemoConfig  # the defaults shown are the config's own
+
+    d = DemoConfig()
     p.add_argument("--out", default="runs/demo", help="output directory [runs/demo]")
     p.add_argument("--seed", type=int, default=0, help="world, data and initialisation seed [0]")
     p.add_argument("--seeds", default=None,
                    help="comma-separated seeds, e.g. 0,1,2: each runs into OUT/seed-S/, then OUT/seeds.json and seeds.md hold every figure as a range over seeds")
-    p.add_argument("--methods", default=None, help="comma-separated: vanilla,harmful-prefix,rto,derta,derta-rebuttal,dpo [vanilla,derta,derta-rebuttal]")
+    p.add_argument("--methods", default=None, help=f"comma-separated: {','.join(METHODS)} [{','.join(DEFAULT_METHODS)}]")
     p.add_argument("--all-methods", action="store_true", help="also train the harmful-prefix, rto, dpo and recovery (Qi et al.) baselines, attack vanilla, derta and recovery by harmful fine-tuning (SFT, and the constrained objective for vanilla and derta), and add the random-insertion and follow-up+prefill attacks")
     p.add_argument("--no-contrast", action="store_true", help="leave out benign how-tos that share objects with harmful tasks")
-    p.add_argument("--safety-epochs", type=float, default=None, help="epochs of safety tuning [5]")
-    p.add_argument("--rto-keep", type=float, default=None, help="share of RTO positions kept [0.3]")
+    p.add_argument("--safety-epochs", type=float, default=None, help=f"epochs of safety tuning [{d.safety_epochs:g}]")
+    p.add_argument("--rto-keep", type=float, default=None, help=f"share of RTO positions kept [{d.rto_keep:g}]")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--real", action="store_true", help="tune and attack a real instruct model (SmolLM2-135M-Instruct, shipped on PyPI) on this CPU")
     p.add_argument("--quick", action="store_true", help="with --real: a smaller run (12 training steps, 12 questions, 4 attacks, no untuned-model evaluation)")

@@ -119,7 +119,7 @@ class PaddingFreeCollator:
             groups = [[r for r in (item["rows"] if "rows" in item else [item]) if len(r["input_ids"])] for item in items]
         else:
             rows = [r for r in items if len(r["input_ids"])]
-            groups = [[rows[i] for i in b] for b in bfd_bins([len(r["input_ids"]) for r in rows], self.row_tokens or 1)]
+            groups = [[rows[i] for i in b] for b in bfd_bins([len(r["input_ids"]) for r in rows], self.row_tokens)]
         groups = [g for g in groups if g]
         n = max(sum(len(r["input_ids"]) for r in g) for g in groups)
         shape = (len(groups), n)

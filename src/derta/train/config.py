@@ -45,7 +45,7 @@ class TrainConfig:
     lr_scheduler: str = field(default="cosine", metadata=_h("transformers scheduler name"))
     batch_size: int = field(default=4, metadata=_h("rows per device per micro-batch"))
     total_batch_size: int = field(default=128, metadata=_h("rows per optimiser step over all devices (sets gradient accumulation)"))
-    padding_free: bool = field(default=True, metadata=_h("flatten each micro-batch into one sequence with position_ids restarting per row: no pad tokens (off, with a warning, for a model whose attention cannot keep packed rows apart)"))
+    padding_free: bool = field(default=True, metadata=_h("lay each micro-batch out with position_ids restarting per row, no attention mask: one sequence with FlashAttention's varlen kernel, else its rows packed into sequences of at most max_length tokens (off, with a warning, for a model whose attention cannot keep packed rows apart)"))
     packing: str = field(default="none", metadata=_h("none (a micro-batch is batch_size rows) | bfd (rows best-fit-decreasing packed into bins of max_length tokens, a micro-batch is batch_size bins; needs padding_free; gradient accumulation keeps about total_batch_size rows per step)"))
     group_by_length: bool = field(default=False, metadata=_h("batch rows of similar length together (transformers' length-grouped sampler): less padding when padding_free is off"))
     truncate_query: bool = field(default=True, metadata=_h("a row over max_length: after the harmful prefix, the middle of the query gives way as far as the target needs (min(its length, max_length / 2) tokens); false: the target's end is cut instead"))
