@@ -75,7 +75,7 @@ class DemoConfig:
     # training: "uncensored base" stage, then safety tuning (same for every method)
     base_epochs: float = 25
     base_lr: float = 3e-3
-    safety_epochs: float = 4  # 3 left DeRTa at 15-21% ASR on seed 2; 5 left vanilla at 89.6% prefill-5 ASR on seed 0
+    safety_epochs: float = 4  # 3 left DeRTa at 15-21% ASR on seed 2 (single-copy base); 5 left vanilla at 89.6% prefill-5 ASR on seed 0
     safety_lr: float = 4e-4
     batch_size: int = 32
     rto_keep: float = 0.3  # share of RTO positions that keep their label (the reference's full fine-tuning keeps 5%)
